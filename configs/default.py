@@ -1,0 +1,93 @@
+"""Default experiment: the shared CNN on scikit-learn digits, 2 simulated GPUs, custom loop.
+
+Every field of the experiment lives here; the other presets import this file and change a few
+fields. Any field can be overridden on the command line, for example
+`--config.train.global_batch_size=128`.
+"""
+
+import ml_collections
+
+
+def get_config():
+  """Returns the default experiment config (see README "Configuration" for every field)."""
+  config = ml_collections.ConfigDict()
+
+  # Which training loop drives the model: 'fit' (compiled Keras, model.fit) or 'custom'
+  # (strategy.run inside tf.function, several steps per call).
+  config.loop = 'custom'
+  # Seed for weight initialisation, data order and augmentation.
+  config.seed = 0
+  # Turns on tf.config.experimental.enable_op_determinism: bit-identical reruns, a little slower.
+  config.deterministic = False
+
+  config.engine = ml_collections.ConfigDict()
+  # 'default' (one device, no strategy) or 'mirrored' (MirroredStrategy, many devices, one machine).
+  config.engine.name = 'mirrored'
+  # Replicas (devices) on this machine. For 'mirrored' without GPUs, the CPU is split into this many
+  # logical devices (simulated GPUs: checks correctness, not speed).
+  config.engine.num_replicas = 2
+  # 'auto' uses GPUs when TensorFlow sees enough of them, else CPU; 'cpu' or 'gpu' forces one.
+  config.engine.device = 'auto'
+  # Cross-device all-reduce for 'mirrored' on GPUs: 'nccl', 'hierarchical_copy' or 'reduction_to_one'
+  # (CPU devices always use reduction_to_one).
+  config.engine.all_reduce = 'nccl'
+
+  config.model = ml_collections.ConfigDict()
+  # 'small_cnn' (Conv-SE-Pool-Dense, 8x8 to 64x64 inputs), 'resnet_cifar' (ResNet-20 style,
+  # 32x32) or 'resnet50' (224x224).
+  config.model.name = 'small_cnn'
+  # Base width (filters of the first conv layer) for small_cnn and resnet_cifar.
+  config.model.width = 32
+  # Squeeze-and-excitation bottleneck ratio (0 disables the SE blocks).
+  config.model.se_ratio = 0.25
+  # Batch normalization: 'none', 'local' (statistics per replica) or 'sync' (statistics over the
+  # global batch, synchronized across replicas: same results on any replica count).
+  config.model.batch_norm = 'none'
+  # L2 weight decay on conv and dense kernels (added to the loss as a regularization loss).
+  config.model.weight_decay = 1e-4
+
+  config.data = ml_collections.ConfigDict()
+  # 'digits' (scikit-learn's 8x8 digits, ships with the package) or 'synthetic' (random tensors).
+  config.data.source = 'digits'
+  # Square size the images are resized to (digits are 8x8; -1 keeps the source size).
+  config.data.image_size = -1
+  # Fraction of the digits held out for evaluation (never trained on).
+  config.data.eval_fraction = 0.2
+  # Number of examples per epoch for 'synthetic' data.
+  config.data.synthetic_examples = 4096
+  # Shape of synthetic images (height = width) and their classes.
+  config.data.synthetic_image_size = 32
+  config.data.synthetic_num_classes = 10
+  # Batches prepared ahead of the accelerator (-1: tf.data.AUTOTUNE).
+  config.data.prefetch = -1
+
+  config.train = ml_collections.ConfigDict()
+  # Examples per optimizer step over all replicas and workers (split evenly across replicas).
+  config.train.global_batch_size = 64
+  # Length of training: set exactly one of num_train_steps and num_epochs (the other to -1).
+  config.train.num_train_steps = 600
+  config.train.num_epochs = -1
+  # Steps run inside one tf.function call (custom loop) / steps_per_execution (fit). Logging,
+  # evaluation and checkpoint intervals must be multiples of it.
+  config.train.steps_per_loop = 50
+  config.train.log_every_steps = 100
+  config.train.eval_every_steps = 300
+  config.train.checkpoint_every_steps = 300
+  config.train.max_checkpoints_to_keep = 3
+  # Optimizer: 'sgd' (with momentum, Nesterov optional) or 'adam'.
+  config.train.optimizer = 'sgd'
+  config.train.momentum = 0.9
+  config.train.nesterov = True
+  # Learning rate for a global batch of 256; the applied peak is base * global_batch / 256
+  # (the linear scaling rule).
+  config.train.base_learning_rate = 0.4
+  # Schedule after warm-up: 'constant', 'cosine' (to 0 at the last step) or 'step' (x0.1 at each
+  # fraction of training listed in lr_boundaries).
+  config.train.lr_schedule = 'cosine'
+  config.train.lr_boundaries = (0.5, 0.75)
+  # Linear warm-up from 0 to the peak learning rate, in optimizer steps.
+  config.train.warmup_steps = 50
+  # Export a SavedModel of the trained model to workdir/export at the end.
+  config.train.export = True
+
+  return config

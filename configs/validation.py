@@ -1,0 +1,144 @@
+"""Checks an experiment config before anything expensive starts, reporting every problem at once."""
+
+import math
+
+LOOPS = ('fit', 'custom')
+ENGINES = ('default', 'mirrored')
+DEVICES = ('auto', 'cpu', 'gpu')
+ALL_REDUCE = ('nccl', 'hierarchical_copy', 'reduction_to_one')
+MODELS = ('small_cnn', 'resnet_cifar', 'resnet50')
+BATCH_NORM = ('none', 'local', 'sync')
+SOURCES = ('digits', 'synthetic')
+OPTIMIZERS = ('sgd', 'adam')
+LR_SCHEDULES = ('constant', 'cosine', 'step')
+
+
+class ConfigError(ValueError):
+  """An experiment config with one or more invalid fields; the message lists each of them."""
+
+
+def _is_int(value):
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value):
+  return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class _Checker:
+  """Collects problems as 'field: message' lines."""
+
+  def __init__(self, config):
+    self.config = config
+    self.problems = []
+
+  def get(self, field):
+    node = self.config
+    for part in field.split('.'):
+      node = node[part]
+    return node
+
+  def fail(self, field, message):
+    self.problems.append(f'{field}={self.get(field)!r}: {message}')
+
+  def choice(self, field, allowed):
+    if self.get(field) not in allowed:
+      self.fail(field, f'must be one of {", ".join(map(repr, allowed))}')
+
+  def positive_int(self, field, allow=()):
+    value = self.get(field)
+    if value in allow and _is_int(value):
+      return
+    if not _is_int(value) or value <= 0:
+      extra = f' (or {", ".join(map(str, allow))})' if allow else ''
+      self.fail(field, f'must be a positive integer{extra}')
+
+  def number_in(self, field, low, high, low_open=False, high_open=False):
+    value = self.get(field)
+    ok = _is_number(value)
+    if ok:
+      ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+      left, right = '(' if low_open else '[', ')' if high_open else ']'
+      self.fail(field, f'must be a number in {left}{low}, {high}{right}')
+
+  def multiple_of(self, field, base_field):
+    value, base = self.get(field), self.get(base_field)
+    if _is_int(value) and _is_int(base) and base > 0 and value % base:
+      self.fail(field, f'must be a multiple of {base_field}={base}')
+
+
+def validate(config):
+  """Checks every field of `config` and raises one ConfigError listing all problems.
+
+  Args:
+    config: the experiment ConfigDict (see configs/default.py).
+
+  Raises:
+    ConfigError: naming each bad field, its value and what is allowed.
+  """
+  c = _Checker(config)
+  c.choice('loop', LOOPS)
+  if not _is_int(config.seed) or config.seed < 0:
+    c.fail('seed', 'must be a non-negative integer')
+  if not isinstance(config.deterministic, bool):
+    c.fail('deterministic', 'must be True or False')
+
+  c.choice('engine.name', ENGINES)
+  c.positive_int('engine.num_replicas')
+  c.choice('engine.device', DEVICES)
+  c.choice('engine.all_reduce', ALL_REDUCE)
+  if config.engine.name == 'default' and config.engine.num_replicas != 1:
+    c.fail('engine.num_replicas', "must be 1 with engine.name='default' (use 'mirrored' for more)")
+
+  c.choice('model.name', MODELS)
+  c.positive_int('model.width')
+  c.number_in('model.se_ratio', 0.0, 1.0)
+  c.choice('model.batch_norm', BATCH_NORM)
+  c.number_in('model.weight_decay', 0.0, 1.0)
+
+  c.choice('data.source', SOURCES)
+  c.positive_int('data.image_size', allow=(-1,))
+  c.number_in('data.eval_fraction', 0.0, 1.0, low_open=True, high_open=True)
+  c.positive_int('data.synthetic_examples')
+  c.positive_int('data.synthetic_image_size')
+  c.positive_int('data.synthetic_num_classes')
+  c.positive_int('data.prefetch', allow=(-1,))
+
+  train = config.train
+  c.positive_int('train.global_batch_size')
+  if (_is_int(train.global_batch_size) and _is_int(config.engine.num_replicas) and
+      config.engine.num_replicas > 0 and train.global_batch_size % config.engine.num_replicas):
+    c.fail('train.global_batch_size',
+           f'must be divisible by engine.num_replicas={config.engine.num_replicas}')
+  steps_set, epochs_set = train.num_train_steps != -1, train.num_epochs != -1
+  if steps_set == epochs_set:
+    c.fail('train.num_train_steps', 'set exactly one of train.num_train_steps and '
+           f'train.num_epochs (the other to -1); train.num_epochs={train.num_epochs!r}')
+  elif steps_set:
+    c.positive_int('train.num_train_steps')
+    c.multiple_of('train.num_train_steps', 'train.steps_per_loop')
+  else:
+    c.positive_int('train.num_epochs')
+  c.positive_int('train.steps_per_loop')
+  for field in ('log_every_steps', 'eval_every_steps', 'checkpoint_every_steps'):
+    c.positive_int(f'train.{field}')
+    c.multiple_of(f'train.{field}', 'train.steps_per_loop')
+  c.positive_int('train.max_checkpoints_to_keep')
+  c.choice('train.optimizer', OPTIMIZERS)
+  c.number_in('train.momentum', 0.0, 1.0, high_open=True)
+  if not isinstance(train.nesterov, bool):
+    c.fail('train.nesterov', 'must be True or False')
+  c.number_in('train.base_learning_rate', 0.0, 1e3, low_open=True)
+  c.choice('train.lr_schedule', LR_SCHEDULES)
+  boundaries = train.lr_boundaries
+  if (not isinstance(boundaries, tuple) or not all(_is_number(b) and 0 < b < 1 for b in boundaries)
+      or list(boundaries) != sorted(boundaries)):
+    c.fail('train.lr_boundaries', 'must be an increasing tuple of fractions in (0, 1)')
+  if not _is_int(train.warmup_steps) or train.warmup_steps < 0:
+    c.fail('train.warmup_steps', 'must be a non-negative integer')
+  if not isinstance(train.export, bool):
+    c.fail('train.export', 'must be True or False')
+
+  if c.problems:
+    raise ConfigError('Invalid config:\n  ' + '\n  '.join(c.problems))

@@ -1,0 +1,127 @@
+"""tf.data pipelines that feed per-replica batches to both training loops on every engine.
+
+Training reads a *global example stream*: position p of the stream is example
+`permutation_e[p mod N]` of epoch `e = p // N`, with one seeded permutation per epoch computed on the
+fly (`tf.random.experimental.index_shuffle`). Optimizer step t consumes positions
+[t * B, (t + 1) * B) of the stream, B being the global batch, split into contiguous slices: one per
+input pipeline (worker), and within a worker one per replica. Hence:
+
+* every topology (1 device, N replicas, N workers) sees the same global batch at every step, so
+  runs on different replica counts are comparable to round-off;
+* each epoch covers every training example exactly once across all workers;
+* resuming at step t is exact and free: the stream simply starts at position t * B.
+"""
+
+from absl import logging
+import tensorflow as tf
+
+
+def _autotune(value):
+  return tf.data.AUTOTUNE if value == -1 else value
+
+
+def _preprocess(image, image_size):
+  """Resizes a [0, 1] float image to `image_size` (unless -1)."""
+  if image_size != -1 and image.shape[0] != image_size:
+    image = tf.image.resize(image, (image_size, image_size))
+  return image
+
+
+def _pipeline_layout(batch_size, input_context):
+  """Returns (per-replica batch, examples per input pipeline, this pipeline's offset in a batch)."""
+  per_replica = input_context.get_per_replica_batch_size(batch_size)
+  replicas_per_pipeline = input_context.num_replicas_in_sync // input_context.num_input_pipelines
+  pipeline_batch = per_replica * replicas_per_pipeline
+  return per_replica, pipeline_batch, input_context.input_pipeline_id * pipeline_batch
+
+
+def train_example_id(position, num_examples, seed):
+  """Maps a global stream position (int64 scalar tensor) to an example index of the training split."""
+  position = tf.cast(position, tf.int64)
+  epoch = position // num_examples
+  return tf.random.experimental.index_shuffle(
+      position % num_examples, seed=tf.stack([tf.constant(seed, tf.int64), epoch]),
+      max_index=num_examples - 1)
+
+
+def create_train_dataset(config, source, input_context, start_step=0):
+  """Builds the infinite training dataset of one input pipeline, starting at optimizer step `start_step`.
+
+  Args:
+    config: the experiment config (uses `seed`, `train.global_batch_size`, `data.*`).
+    source: an `ArraySource` (see sources.py).
+    input_context: the `tf.distribute.InputContext` of this pipeline.
+    start_step: optimizer steps already taken (resume point).
+
+  Returns:
+    A dataset of `(images, labels)` batches of the per-replica batch size.
+  """
+  global_batch = config.train.global_batch_size
+  per_replica, pipeline_batch, offset = _pipeline_layout(global_batch, input_context)
+  num_examples = source.num_train_examples
+  images = tf.constant(source.train_images)
+  labels = tf.constant(source.train_labels)
+  image_size = config.data.image_size
+
+  def positions_of_step(step):
+    start = step * global_batch + offset
+    return tf.range(start, start + pipeline_batch, dtype=tf.int64)
+
+  def load(position):
+    example = train_example_id(position, num_examples, config.seed)
+    return _preprocess(tf.gather(images, example), image_size), tf.gather(labels, example)
+
+  dataset = tf.data.Dataset.counter(start_step).map(positions_of_step).unbatch()
+  dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE)
+  dataset = dataset.batch(per_replica, drop_remainder=True)
+  return dataset.prefetch(_autotune(config.data.prefetch)).with_options(_options(config))
+
+
+def eval_shard(num_examples, input_context):
+  """The [start, stop) range of eval examples read by this input pipeline (contiguous shards)."""
+  pipelines, index = input_context.num_input_pipelines, input_context.input_pipeline_id
+  return num_examples * index // pipelines, num_examples * (index + 1) // pipelines
+
+
+def num_eval_steps(num_examples, global_batch_size, num_replicas, num_pipelines):
+  """Distributed steps needed to see every eval example: the most any input pipeline needs.
+
+  Pipelines with fewer batches hand empty batches to their replicas in the last steps.
+  """
+  per_replica = global_batch_size // num_replicas
+  replicas_per_pipeline = num_replicas // num_pipelines
+  steps = 0
+  for index in range(num_pipelines):
+    context = tf.distribute.InputContext(num_pipelines, index, num_replicas)
+    start, stop = eval_shard(num_examples, context)
+    batches = -(-(stop - start) // per_replica)
+    steps = max(steps, -(-batches // replicas_per_pipeline))
+  return steps
+
+
+def create_eval_dataset(config, source, input_context):
+  """Builds the finite evaluation dataset of one input pipeline: each example once over all workers.
+
+  The last batch is kept even when partial (no example is dropped); replicas left without data in
+  the last step receive empty batches, which the eval step counts as zero examples.
+  """
+  per_replica = input_context.get_per_replica_batch_size(config.train.global_batch_size)
+  start, stop = eval_shard(source.num_eval_examples, input_context)
+  dataset = tf.data.Dataset.from_tensor_slices(
+      (source.eval_images[start:stop], source.eval_labels[start:stop]))
+  dataset = dataset.map(lambda x, y: (_preprocess(x, config.data.image_size), y))
+  dataset = dataset.batch(per_replica, drop_remainder=False)
+  logging.log_first_n(logging.INFO, 'Eval pipeline %d/%d reads examples [%d, %d)', 4,
+                      input_context.input_pipeline_id, input_context.num_input_pipelines,
+                      start, stop)
+  return dataset.prefetch(_autotune(config.data.prefetch)).with_options(_options(config))
+
+
+def _options(config):
+  """tf.data options shared by every pipeline."""
+  options = tf.data.Options()
+  options.deterministic = True
+  # Sharding is done by hand (see the module docstring); tf.distribute must not shard again.
+  options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+  del config
+  return options

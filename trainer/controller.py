@@ -1,0 +1,98 @@
+"""Outer-loop bookkeeping shared by both loops: progress, TensorBoard, eval cadence, checkpoints."""
+
+import os
+import statistics
+import time
+
+from absl import logging
+import tensorflow as tf
+
+from trainer import checkpoints
+
+
+def _format_duration(seconds):
+  seconds = int(round(seconds))
+  return f'{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}'
+
+
+class Controller:
+  """Called by a loop after every `steps_per_loop` steps; decides what else happens at that step.
+
+  The loops only train and evaluate; the controller logs progress, writes TensorBoard scalars,
+  runs evaluation and saves checkpoints at the configured intervals, and measures throughput.
+  """
+
+  def __init__(self, config, engine, workdir, manager, learning_rate_fn, start_step, total_steps):
+    self.config = config
+    self.engine = engine
+    self.manager = manager
+    self.learning_rate_fn = learning_rate_fn
+    self.start_step = start_step
+    self.total_steps = total_steps
+    self.step = start_step
+    self.global_batch_size = config.train.global_batch_size
+    self.window_images_per_second = []
+    self.train_seconds = 0.0
+    self.train_metrics = {}
+    self.eval_metrics = {}
+    self.evaluated_at = None
+    if engine.is_chief:
+      self.writer = tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
+    else:
+      self.writer = tf.summary.create_noop_writer()
+
+  def end_of_loop(self, step, train_metrics, seconds, evaluate):
+    """Records one finished window of training steps and runs what is due at `step`.
+
+    Args:
+      step: the optimizer step reached.
+      train_metrics: dict of Python floats measured over the window (`train_loss`, ...).
+      seconds: wall time of the window's training (not of eval or checkpoints).
+      evaluate: callable returning the eval metrics dict; called when an eval is due.
+    """
+    steps = step - self.step
+    images_per_second = steps * self.global_batch_size / max(seconds, 1e-9)
+    # The first window of a process includes tracing and warm-up; keep it out of the median.
+    if self.step != self.start_step or self.total_steps - self.start_step <= steps:
+      self.window_images_per_second.append(images_per_second)
+    self.step = step
+    self.train_seconds += seconds
+    self.train_metrics = dict(train_metrics, learning_rate=float(self.learning_rate_fn(step)))
+    train = self.config.train
+    with self.writer.as_default(step=step):
+      for name, value in self.train_metrics.items():
+        tf.summary.scalar(f'train/{name.removeprefix("train_")}', value)
+      tf.summary.scalar('train/images_per_second', images_per_second)
+    last = step >= self.total_steps
+    if step % train.log_every_steps == 0 or last:
+      self._log_progress(step, images_per_second)
+    if step % train.eval_every_steps == 0 or last:
+      self.eval_metrics = {k: float(v) for k, v in evaluate().items()}
+      self.evaluated_at = step
+      with self.writer.as_default(step=step):
+        for name, value in self.eval_metrics.items():
+          tf.summary.scalar(f'eval/{name.removeprefix("eval_")}', value)
+      if self.engine.is_chief:
+        logging.info('step %d eval: %s', step, _format_metrics(self.eval_metrics))
+    if step % train.checkpoint_every_steps == 0 or last:
+      checkpoints.save(self.manager, step)
+    self.writer.flush()
+
+  def _log_progress(self, step, images_per_second):
+    if not self.engine.is_chief:
+      return
+    rate = self.images_per_second() or images_per_second
+    remaining = (self.total_steps - step) * self.global_batch_size / max(rate, 1e-9)
+    logging.info('step %d/%d (%.0f%%) %s | %.0f img/s | ETA %s', step, self.total_steps,
+                 100.0 * step / self.total_steps, _format_metrics(self.train_metrics),
+                 images_per_second, _format_duration(remaining))
+
+  def images_per_second(self):
+    """Median images/s over the windows measured after warm-up (None before any)."""
+    if not self.window_images_per_second:
+      return None
+    return statistics.median(self.window_images_per_second)
+
+
+def _format_metrics(metrics):
+  return ' '.join(f'{k}={v:.4g}' for k, v in metrics.items())

@@ -1,0 +1,33 @@
+"""Engines: how replicas are placed and synchronized. `create_engine` picks one by name."""
+
+from trainer.engines import tf_distribute
+from trainer.engines.base import Engine
+
+_CONSTRUCTORS = {
+    'default': tf_distribute.create_default_engine,
+    'mirrored': tf_distribute.create_mirrored_engine,
+}
+
+ENGINE_NAMES = tuple(_CONSTRUCTORS)
+
+
+def create_engine(engine_config):
+  """Creates the engine named by `engine_config.name`; call it before any other TensorFlow op.
+
+  Args:
+    engine_config: the `config.engine` section.
+
+  Returns:
+    An `Engine`.
+
+  Raises:
+    ValueError: for an unknown engine name.
+  """
+  try:
+    constructor = _CONSTRUCTORS[engine_config.name]
+  except KeyError:
+    raise ValueError(f'engine.name={engine_config.name!r}: must be one of {", ".join(ENGINE_NAMES)}')
+  return constructor(engine_config)
+
+
+__all__ = ['Engine', 'create_engine', 'ENGINE_NAMES']

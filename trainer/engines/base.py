@@ -1,0 +1,111 @@
+"""The Engine interface: the only thing the training loops know about distribution."""
+
+import abc
+import contextlib
+
+
+class Engine(abc.ABC):
+  """Runs replica steps on some set of devices and workers, and reduces across them.
+
+  The loops (trainer/loops.py) and steps (trainer/steps.py) call only these methods, so a new
+  backend is a new subclass and never a change to a loop. Methods say which context they run in:
+  *replica* (inside the step function passed to `run`) or *cross-replica* (the loop's own code).
+  """
+
+  name: str = 'abstract'
+
+  @property
+  @abc.abstractmethod
+  def num_replicas(self):
+    """Replicas that each compute one slice of the global batch (devices x workers)."""
+
+  @property
+  def num_workers(self):
+    """Processes taking part in training (1 unless multi-worker or Horovod)."""
+    return 1
+
+  @property
+  def worker_index(self):
+    """This process's index among `num_workers` (0 for the chief)."""
+    return 0
+
+  @property
+  def is_chief(self):
+    """True on the one process that writes checkpoints, summaries, logs and the export."""
+    return self.worker_index == 0
+
+  @property
+  def devices(self):
+    """Device strings this process computes on, for logging."""
+    return ()
+
+  def scope(self):
+    """Cross-replica. The context in which model, optimizer and metrics must be created."""
+    return contextlib.nullcontext()
+
+  @abc.abstractmethod
+  def distribute_dataset(self, dataset_fn):
+    """Cross-replica. Builds this process's input from `dataset_fn(input_context)`.
+
+    Args:
+      dataset_fn: called with a `tf.distribute.InputContext` (one per input pipeline); returns a
+        `tf.data.Dataset` batched with the per-replica batch size.
+
+    Returns:
+      Something to iterate that yields one batch per replica per step (a distributed dataset).
+    """
+
+  @abc.abstractmethod
+  def run(self, step_fn, args=()):
+    """Cross-replica, inside tf.function. Runs `step_fn(*args)` once on every local replica.
+
+    Returns:
+      The per-replica outputs of `step_fn` (reduce them with `reduce_sum` / `reduce_mean`).
+    """
+
+  @abc.abstractmethod
+  def reduce_sum(self, per_replica_value):
+    """Cross-replica. Sums a per-replica value (from `run`) over all replicas and workers."""
+
+  @abc.abstractmethod
+  def average_loss(self, per_example_loss, global_batch_size):
+    """Replica. This replica's share of the mean loss over the global batch.
+
+    With `reduce_gradients`, guarantees that the applied gradient equals the single-device gradient
+    of the mean loss over `global_batch_size` examples, whatever the number of replicas.
+    """
+
+  @abc.abstractmethod
+  def scale_regularization_loss(self, regularization_loss):
+    """Replica. This replica's share of a loss that every replica computes in full (weight decay)."""
+
+  def reduce_gradients(self, gradients):
+    """Replica. Combines the replicas' gradients before `apply_gradients` (identity by default).
+
+    tf.distribute optimizers sum gradients across replicas inside `apply_gradients`; engines without
+    that (Horovod) sum them here.
+    """
+    return gradients
+
+  def sync_initial_state(self, model, optimizer):
+    """Cross-replica. Makes every worker start from the same state, before the first step.
+
+    A no-op for tf.distribute (variables are mirrored at creation); Horovod broadcasts rank 0's
+    model and optimizer variables, also after a restore.
+    """
+    del model, optimizer
+
+  def prepare_fit(self, optimizer):
+    """Cross-replica. Adapts `optimizer` for model.fit and returns `(optimizer, extra_callbacks)`."""
+    return optimizer, []
+
+  def all_reduce_host(self, values):
+    """Cross-replica, eager. Sums a dict of Python floats over workers (identity for one worker).
+
+    Used for metrics kept per process; tf.distribute metrics are already global.
+    """
+    return dict(values)
+
+  def checkpoint_dir(self, workdir):
+    """Where this process writes checkpoints: the chief writes in `workdir`, others elsewhere."""
+    return f'{workdir}/checkpoints'

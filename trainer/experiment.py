@@ -1,0 +1,144 @@
+"""`train_and_evaluate(config, workdir)`: builds engine, data, model and loop, and writes the summary."""
+
+import json
+import math
+import os
+import time
+import warnings
+
+from absl import logging
+import tensorflow as tf
+import tf_keras
+
+from configs import validation
+from input_pipeline import datasets
+from input_pipeline import sources
+from trainer import checkpoints
+from trainer import controller as controller_lib
+from trainer import engines
+from trainer import export
+from trainer import loops
+from trainer import model as model_lib
+from trainer import optimization
+
+
+def quiet_tensorflow_logs():
+  """Keeps TensorFlow's own INFO chatter (all-reduce plans, saver details) out of Convoy's progress."""
+  tf.get_logger().setLevel('WARNING')
+  # Some TensorFlow modules log INFO lines through absl directly; drop those (warnings stay).
+  logging.get_absl_handler().addFilter(
+      lambda record: record.levelno >= logging.converter.STANDARD_WARNING or not any(
+          part in record.pathname for part in ('/tensorflow/', '/tf_keras/')))
+  warnings.filterwarnings('ignore', message='To make it possible to preserve tf.data options')
+
+
+def total_train_steps(config, num_train_examples):
+  """Optimizer steps of the run: `num_train_steps`, or epochs rounded up to whole loops."""
+  train = config.train
+  if train.num_train_steps != -1:
+    return train.num_train_steps
+  steps = train.num_epochs * num_train_examples / train.global_batch_size
+  return max(1, math.ceil(steps / train.steps_per_loop)) * train.steps_per_loop
+
+
+def _seed_everything(config):
+  tf_keras.utils.set_random_seed(config.seed)
+  if config.deterministic:
+    tf.config.experimental.enable_op_determinism()
+
+
+def _write_json(path, data):
+  """Writes JSON atomically (write then rename), so a reader never sees half a file."""
+  tmp = f'{path}.tmp'
+  with tf.io.gfile.GFile(tmp, 'w') as f:
+    f.write(json.dumps(data, indent=2, sort_keys=True) + '\n')
+  tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def create_model_and_optimizer(config, engine, source, total_steps):
+  """Creates the model, learning-rate schedule and built optimizer inside the engine's scope."""
+  learning_rate_fn = optimization.create_learning_rate_fn(config.train, total_steps)
+  with engine.scope():
+    model = model_lib.create_model(config.model, source_image_shape(config, source),
+                                   source.num_classes)
+    optimizer = optimization.create_optimizer(config.train, learning_rate_fn)
+    # Build slots now so that a checkpoint restores them at once (not lazily at the first step).
+    optimizer.build(model.trainable_variables)
+  return model, optimizer, learning_rate_fn
+
+
+def source_image_shape(config, source):
+  """Shape of the images the model sees, after the pipeline's resizing."""
+  height, width, channels = source.image_shape
+  size = config.data.image_size
+  return (height, width, channels) if size == -1 else (size, size, channels)
+
+
+def train_and_evaluate(config, workdir):
+  """Trains and evaluates the experiment of `config` in `workdir`, resuming if it holds checkpoints.
+
+  Args:
+    config: a validated experiment ConfigDict (see configs/default.py).
+    workdir: directory for checkpoints, TensorBoard logs, the export and `summary.json`.
+
+  Returns:
+    The summary dict, also written to `workdir/summary.json` by the chief.
+  """
+  validation.validate(config)
+  started = time.time()
+  # The engine comes first: collective ops and logical devices must be set up before other TF ops.
+  engine = engines.create_engine(config.engine)
+  _seed_everything(config)
+  logging.info('Engine %s: %d replica(s) on %d worker(s), devices %s', engine.name,
+               engine.num_replicas, engine.num_workers, list(engine.devices))
+  tf.io.gfile.makedirs(workdir)
+  if engine.is_chief:
+    _write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+
+  source = sources.create_source(config.data, config.seed)
+  total_steps = total_train_steps(config, source.num_train_examples)
+  model, optimizer, learning_rate_fn = create_model_and_optimizer(config, engine, source,
+                                                                  total_steps)
+  manager = checkpoints.create_checkpoint_manager(engine, workdir, model, optimizer,
+                                                  config.train.max_checkpoints_to_keep)
+  start_step = checkpoints.restore_latest(manager)
+  logging.info('Training %s for %d steps (from step %d), global batch %d, peak lr %.4g',
+               config.model.name, total_steps, start_step, config.train.global_batch_size,
+               optimization.peak_learning_rate(config.train))
+
+  data = loops.LoopData(
+      train_dataset=engine.distribute_dataset(
+          lambda ctx: datasets.create_train_dataset(config, source, ctx, start_step)),
+      create_eval_dataset=lambda: engine.distribute_dataset(
+          lambda ctx: datasets.create_eval_dataset(config, source, ctx)),
+      eval_steps=datasets.num_eval_steps(source.num_eval_examples, config.train.global_batch_size,
+                                         engine.num_replicas, engine.num_workers))
+  controller = controller_lib.Controller(config, engine, workdir, manager, learning_rate_fn,
+                                         start_step, total_steps)
+  loops.LOOPS[config.loop](config, engine, model, optimizer, data, controller)
+
+  export_dir = None
+  if config.train.export:
+    export_dir = export.export_saved_model(engine, model, os.path.join(workdir, 'export'),
+                                           source_image_shape(config, source))
+  summary = {
+      'engine': engine.name,
+      'loop': config.loop,
+      'model': config.model.name,
+      'num_replicas': engine.num_replicas,
+      'num_workers': engine.num_workers,
+      'global_batch_size': config.train.global_batch_size,
+      'steps': controller.step,
+      'start_step': start_step,
+      'images_per_second': controller.images_per_second(),
+      'train_seconds': round(controller.train_seconds, 3),
+      'wall_seconds': round(time.time() - started, 3),
+      'checkpoint': checkpoints.checkpoint_path_for_summary(manager) if engine.is_chief else None,
+      'export': export_dir,
+      'workdir': os.path.abspath(workdir),
+      **controller.train_metrics,
+      **controller.eval_metrics,
+  }
+  if engine.is_chief:
+    _write_json(os.path.join(workdir, 'summary.json'), summary)
+  return summary

@@ -1,0 +1,131 @@
+"""The two training loops: compiled Keras (`fit_loop`) and distributed step functions (`custom_loop`).
+
+Both take the same model, optimizer, data and Controller, run on any Engine, and report the same
+metric keys; only the loop differs. Neither knows which engine it runs on.
+"""
+
+import dataclasses
+import functools
+import time
+from typing import Callable
+
+import tensorflow as tf
+import tf_keras
+
+from trainer import steps
+
+
+def _results(metrics):
+  return {name: float(metric.result()) for name, metric in metrics.items()}
+
+
+def _reset(metrics):
+  for metric in metrics.values():
+    metric.reset_state()
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopData:
+  """The inputs of a loop: the distributed training data and a factory for the eval data."""
+  train_dataset: object  # infinite distributed dataset, starting at the resume step
+  create_eval_dataset: Callable[[], object]  # returns a fresh finite distributed dataset
+  eval_steps: int  # distributed steps that cover the eval split once
+
+
+def custom_loop(config, engine, model, optimizer, data, controller):
+  """Trains with `engine.run` inside a tf.function that runs `steps_per_loop` steps per call.
+
+  Args:
+    config: the experiment config.
+    engine: the Engine.
+    model: the model, created in `engine.scope()`.
+    optimizer: the optimizer, created and built in `engine.scope()`.
+    data: the `LoopData`.
+    controller: the Controller (logging, eval cadence, checkpoints, timing).
+  """
+  with engine.scope():
+    train_metrics = steps.create_metrics('train')
+    eval_metrics = steps.create_metrics('eval')
+  replica_train_step = functools.partial(steps.train_step, model, optimizer, engine, train_metrics,
+                                         config.train.global_batch_size)
+  replica_eval_step = functools.partial(steps.eval_step, model, eval_metrics)
+
+  @tf.function
+  def train_n_steps(iterator, num_steps):
+    # Several steps per call amortize Python dispatch, like Keras's steps_per_execution.
+    for _ in tf.range(num_steps):
+      engine.run(replica_train_step, args=(next(iterator),))
+
+  @tf.function
+  def eval_all(dataset):
+    for batch in dataset:
+      engine.run(replica_eval_step, args=(batch,))
+
+  def evaluate():
+    _reset(eval_metrics)
+    eval_all(data.create_eval_dataset())
+    return _results(eval_metrics)
+
+  iterator = iter(data.train_dataset)
+  engine.sync_initial_state(model, optimizer)
+  step = controller.step
+  while step < controller.total_steps:
+    num_steps = min(config.train.steps_per_loop, controller.total_steps - step)
+    _reset(train_metrics)
+    start = time.perf_counter()
+    train_n_steps(iterator, tf.constant(num_steps))
+    window = _results(train_metrics)  # Reading the metrics waits for the steps to finish.
+    seconds = time.perf_counter() - start
+    step += num_steps
+    controller.end_of_loop(step, window, seconds, evaluate)
+
+
+class _ControllerCallback(tf_keras.callbacks.Callback):
+  """Hands each fit 'epoch' (one window of steps_per_loop steps) to the Controller."""
+
+  def __init__(self, controller, evaluate, steps_per_loop):
+    super().__init__()
+    self.controller = controller
+    self.evaluate = evaluate
+    self.steps_per_loop = steps_per_loop
+    self.start = None
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self.start = time.perf_counter()
+
+  def on_epoch_end(self, epoch, logs=None):
+    seconds = time.perf_counter() - self.start
+    window = {'train_loss': float(logs['loss']), 'train_accuracy': float(logs['accuracy']),
+              'train_examples': float(logs['examples'])}
+    self.controller.end_of_loop((epoch + 1) * self.steps_per_loop, window, seconds, self.evaluate)
+
+
+def fit_loop(config, engine, model, optimizer, data, controller):
+  """Trains with `model.compile` + `model.fit`; one Keras epoch is one window of steps_per_loop steps.
+
+  Same arguments as `custom_loop`. Keras scales the loss per replica and aggregates metrics itself;
+  the engine may wrap the optimizer and add callbacks (`engine.prepare_fit`).
+  """
+  steps_per_loop = config.train.steps_per_loop
+  fit_optimizer, engine_callbacks = engine.prepare_fit(optimizer)
+  with engine.scope():
+    model.compile(
+        optimizer=fit_optimizer,
+        loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=['accuracy', steps.ExampleCount()],
+        steps_per_execution=steps_per_loop,
+        jit_compile=False)
+
+  def evaluate():
+    results = model.evaluate(data.create_eval_dataset(), steps=data.eval_steps, verbose=0,
+                             return_dict=True)
+    return {'eval_loss': results['loss'], 'eval_accuracy': results['accuracy'],
+            'eval_examples': results['examples']}
+
+  callback = _ControllerCallback(controller, evaluate, steps_per_loop)
+  model.fit(data.train_dataset, epochs=controller.total_steps // steps_per_loop,
+            initial_epoch=controller.step // steps_per_loop, steps_per_epoch=steps_per_loop,
+            callbacks=engine_callbacks + [callback], verbose=0)
+
+
+LOOPS = {'custom': custom_loop, 'fit': fit_loop}
