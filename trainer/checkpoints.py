@@ -33,7 +33,7 @@ def restore_latest(manager):
   if not latest:
     return 0
   manager.checkpoint.restore(latest).assert_existing_objects_matched()
-  step = int(manager._step_counter.numpy())  # pylint: disable=protected-access
+  step = int(manager.checkpoint.optimizer.iterations.numpy())
   logging.info('Resumed from %s at step %d', latest, step)
   return step
 

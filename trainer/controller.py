@@ -67,16 +67,28 @@ class Controller:
     if step % train.log_every_steps == 0 or last:
       self._log_progress(step, images_per_second)
     if step % train.eval_every_steps == 0 or last:
-      self.eval_metrics = {k: float(v) for k, v in evaluate().items()}
-      self.evaluated_at = step
-      with self.writer.as_default(step=step):
-        for name, value in self.eval_metrics.items():
-          tf.summary.scalar(f'eval/{name.removeprefix("eval_")}', value)
-      if self.engine.is_chief:
-        logging.info('step %d eval: %s', step, _format_metrics(self.eval_metrics))
+      self._evaluate(evaluate)
     if step % train.checkpoint_every_steps == 0 or last:
       checkpoints.save(self.manager, step)
     self.writer.flush()
+
+  def finish(self, evaluate):
+    """Called by a loop when training is over: evaluates the final model unless already done.
+
+    A run resumed from its last checkpoint trains no step, and is evaluated here.
+    """
+    if self.evaluated_at != self.step:
+      self._evaluate(evaluate)
+      self.writer.flush()
+
+  def _evaluate(self, evaluate):
+    self.eval_metrics = {k: float(v) for k, v in evaluate().items()}
+    self.evaluated_at = self.step
+    with self.writer.as_default(step=self.step):
+      for name, value in self.eval_metrics.items():
+        tf.summary.scalar(f'eval/{name.removeprefix("eval_")}', value)
+    if self.engine.is_chief:
+      logging.info('step %d eval: %s', self.step, _format_metrics(self.eval_metrics))
 
   def _log_progress(self, step, images_per_second):
     if not self.engine.is_chief:

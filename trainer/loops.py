@@ -78,6 +78,7 @@ def custom_loop(config, engine, model, optimizer, data, controller):
     seconds = time.perf_counter() - start
     step += num_steps
     controller.end_of_loop(step, window, seconds, evaluate)
+  controller.finish(evaluate)
 
 
 class _ControllerCallback(tf_keras.callbacks.Callback):
@@ -126,6 +127,7 @@ def fit_loop(config, engine, model, optimizer, data, controller):
   model.fit(data.train_dataset, epochs=controller.total_steps // steps_per_loop,
             initial_epoch=controller.step // steps_per_loop, steps_per_epoch=steps_per_loop,
             callbacks=engine_callbacks + [callback], verbose=0)
+  controller.finish(evaluate)
 
 
 LOOPS = {'custom': custom_loop, 'fit': fit_loop}

@@ -25,6 +25,12 @@ _CONFIG = config_flags.DEFINE_config_file(
     'field can then be overridden, e.g. --config.train.global_batch_size=128.', lock_config=True)
 
 
+def _rate(images_per_second):
+  if images_per_second is None:
+    return 'n/a images/s (no step trained in this run)'
+  return f'{images_per_second:.0f} images/s'
+
+
 def _print_summary(summary):
   lines = [
       f"Convoy: {summary['model']} | engine {summary['engine']} x{summary['num_replicas']} | "
@@ -34,7 +40,7 @@ def _print_summary(summary):
       f"  eval:  loss {summary.get('eval_loss', float('nan')):.4f}  "
       f"accuracy {summary.get('eval_accuracy', float('nan')):.4f}  "
       f"({int(summary.get('eval_examples', 0))} held-out examples)",
-      f"  speed: {summary['images_per_second'] or 0:.0f} images/s (median after warm-up); "
+      f"  speed: {_rate(summary['images_per_second'])} (median after warm-up); "
       f"wall time {summary['wall_seconds']:.1f} s",
       f"  checkpoint: {summary['checkpoint']}",
       f"  export:     {summary['export']}",
@@ -61,5 +67,10 @@ def main(argv):
   logging.debug('%s', json.dumps(summary))
 
 
-if __name__ == '__main__':
+def run():
+  """Console-script entry point (`convoy-train`)."""
   app.run(main)
+
+
+if __name__ == '__main__':
+  run()

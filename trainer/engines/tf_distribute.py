@@ -9,9 +9,10 @@ from trainer.engines import base
 class StrategyEngine(base.Engine):
   """Wraps one `tf.distribute.Strategy`; every collective goes through the strategy."""
 
-  def __init__(self, name, strategy):
+  def __init__(self, name, strategy, devices):
     self.name = name
     self.strategy = strategy
+    self._devices = tuple(devices)
 
   @property
   def num_replicas(self):
@@ -19,7 +20,7 @@ class StrategyEngine(base.Engine):
 
   @property
   def devices(self):
-    return tuple(getattr(self.strategy.extended, 'worker_devices', ('default',)))
+    return self._devices
 
   def scope(self):
     return self.strategy.scope()
@@ -92,7 +93,9 @@ _CROSS_DEVICE_OPS = {
 def create_default_engine(engine_config):
   """One device, no strategy: TensorFlow's default strategy (zero overhead)."""
   del engine_config
-  return StrategyEngine('default', tf.distribute.get_strategy())
+  gpus = tf.config.list_logical_devices('GPU')
+  return StrategyEngine('default', tf.distribute.get_strategy(),
+                        [gpus[0].name if gpus else '/cpu:0'])
 
 
 def create_mirrored_engine(engine_config):
@@ -106,4 +109,4 @@ def create_mirrored_engine(engine_config):
                       else tf.distribute.ReductionToOneDevice())
   logging.info('MirroredStrategy on %s (%s all-reduce)', devices, type(cross_device_ops).__name__)
   return StrategyEngine('mirrored', tf.distribute.MirroredStrategy(
-      devices=devices, cross_device_ops=cross_device_ops))
+      devices=devices, cross_device_ops=cross_device_ops), devices)

@@ -1,0 +1,69 @@
+"""Shared fixtures: 2 simulated GPUs (logical CPU devices), tiny configs, checkpoint readers."""
+
+import trainer  # noqa: F401  (Keras 2 must be selected before TensorFlow is imported)
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from configs import default
+from trainer.engines import tf_distribute
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Split the CPU before any test touches TensorFlow's devices, so 'mirrored' can use 2 replicas.
+tf_distribute.split_cpu(2)
+
+
+@pytest.fixture
+def tiny_config():
+  """The default experiment shortened to 20 deterministic steps with frequent checkpoints."""
+  config = default.get_config()
+  config.deterministic = True
+  config.train.num_train_steps = 20
+  config.train.steps_per_loop = 5
+  config.train.log_every_steps = 10
+  config.train.eval_every_steps = 20
+  config.train.checkpoint_every_steps = 10
+  config.train.warmup_steps = 5
+  config.train.export = False
+  return config
+
+
+def checkpoint_weights(workdir, step=None):
+  """Model variables of the latest (or given step's) checkpoint in `workdir`, by checkpoint key."""
+  directory = os.path.join(workdir, 'checkpoints')
+  path = (os.path.join(directory, f'ckpt-{step}') if step is not None
+          else tf.train.latest_checkpoint(directory))
+  reader = tf.train.load_checkpoint(path)
+  return {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()
+          if key.startswith('model/') and 'OPTIMIZER_SLOT' not in key}
+
+
+def assert_same_weights(a, b, rtol=1e-5, atol=1e-6):
+  """Asserts two checkpoint weight dicts have the same keys and values within tolerance."""
+  assert sorted(a) == sorted(b)
+  for key in a:
+    np.testing.assert_allclose(a[key], b[key], rtol=rtol, atol=atol, err_msg=key)
+
+
+def run_cli(*args, timeout=600, env=None):
+  """Runs `python -m trainer.train ARGS` in a fresh process; returns the CompletedProcess."""
+  return subprocess.run([sys.executable, '-m', 'trainer.train', *args], cwd=REPO,
+                        capture_output=True, text=True, timeout=timeout,
+                        env=dict(os.environ, **(env or {})))
+
+
+@pytest.fixture
+def helpers():
+  """Test helpers as a namespace (conftest is not importable under --import-mode=importlib)."""
+  class Helpers:
+    checkpoint_weights = staticmethod(checkpoint_weights)
+    assert_same_weights = staticmethod(assert_same_weights)
+    run_cli = staticmethod(run_cli)
+    repo = REPO
+  return Helpers
