@@ -34,14 +34,18 @@ def tiny_config():
   return config
 
 
-def checkpoint_weights(workdir, step=None):
-  """Model variables of the latest (or given step's) checkpoint in `workdir`, by checkpoint key."""
+def checkpoint_weights(workdir, step=None, include_optimizer=False):
+  """Variables of the latest (or given step's) checkpoint in `workdir`, by checkpoint key.
+
+  Model variables only, unless `include_optimizer` (then also step counter and slots).
+  """
   directory = os.path.join(workdir, 'checkpoints')
   path = (os.path.join(directory, f'ckpt-{step}') if step is not None
           else tf.train.latest_checkpoint(directory))
   reader = tf.train.load_checkpoint(path)
+  wanted = ('model/', 'optimizer/') if include_optimizer else ('model/',)
   return {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()
-          if key.startswith('model/') and 'OPTIMIZER_SLOT' not in key}
+          if key.startswith(wanted) and 'OPTIMIZER_SLOT' not in key}
 
 
 def assert_same_weights(a, b, rtol=1e-5, atol=1e-6):

@@ -5,24 +5,56 @@ Kept short on purpose: parse flags, validate the config, then `experiment.train_
 
 import trainer  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 
-import json
 import sys
 
 from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
 from configs import validation
 
-_DEFAULT_CONFIG = 'configs/default.py'
+USAGE_ERROR = 2  # Exit code for a bad command line or config (nothing was run).
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, TensorBoard logs, the '
-                               'exported model and summary.json. Reusing it resumes training.',
-                               required=True)
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', _DEFAULT_CONFIG, 'Experiment config file (a Python file with get_config()); any '
-    'field can then be overridden, e.g. --config.train.global_batch_size=128.', lock_config=True)
+                               'exported model and summary.json. Reusing it resumes training.')
+
+
+def _fail(message):
+  print(f'convoy: error: {message}', file=sys.stderr)
+  sys.exit(USAGE_ERROR)
+
+
+def _fail_config(error):
+  """Reports an error raised while loading the config file or applying a --config.* override."""
+  if isinstance(error, (KeyError, AttributeError)):
+    message = error.args[0] if error.args else error
+    _fail(f'unknown config field in a --config.* override: {message} '
+          '(configs/default.py lists every field)')
+  _fail(f'could not load --config: {error}')
+
+
+_CONFIG_ERRORS = (KeyError, AttributeError, OSError, ValueError, TypeError)
+
+
+def _define_config_flag():
+  """Defines --config; ml_collections parses the file and its overrides as it is defined."""
+  try:
+    return config_flags.DEFINE_config_file(
+        'config', 'configs/default.py', 'Experiment config file (a Python file with get_config()); '
+        'any field can then be overridden, e.g. --config.train.global_batch_size=128.',
+        lock_config=True)
+  except _CONFIG_ERRORS as e:
+    _fail_config(e)
+
+
+def _parse_flags(argv):
+  """Parses the command line, turning every flag error into one line and exit code 2."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    _fail(f'{e} (see --helpfull)')
+  except _CONFIG_ERRORS as e:
+    _fail_config(e)
 
 
 def _rate(images_per_second):
@@ -32,44 +64,49 @@ def _rate(images_per_second):
 
 
 def _print_summary(summary):
-  lines = [
+  nan = float('nan')
+  print('\n'.join([
       f"Convoy: {summary['model']} | engine {summary['engine']} x{summary['num_replicas']} | "
       f"loop {summary['loop']} | {summary['steps']} steps of {summary['global_batch_size']}",
-      f"  train: loss {summary.get('train_loss', float('nan')):.4f}  "
-      f"accuracy {summary.get('train_accuracy', float('nan')):.4f}",
-      f"  eval:  loss {summary.get('eval_loss', float('nan')):.4f}  "
-      f"accuracy {summary.get('eval_accuracy', float('nan')):.4f}  "
+      f"  train: loss {summary.get('train_loss', nan):.4f}  "
+      f"accuracy {summary.get('train_accuracy', nan):.4f}",
+      f"  eval:  loss {summary.get('eval_loss', nan):.4f}  "
+      f"accuracy {summary.get('eval_accuracy', nan):.4f}  "
       f"({int(summary.get('eval_examples', 0))} held-out examples)",
       f"  speed: {_rate(summary['images_per_second'])} (median after warm-up); "
       f"wall time {summary['wall_seconds']:.1f} s",
       f"  checkpoint: {summary['checkpoint']}",
       f"  export:     {summary['export']}",
       f"  summary:    {summary['workdir']}/summary.json",
-  ]
-  print('\n'.join(lines), flush=True)
+  ]), flush=True)
 
 
-def main(argv):
+def main(argv, config_flag):
+  """Validates the config, trains and evaluates, and prints the summary (chief only)."""
   if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
-  config = _CONFIG.value
+    _fail(f'unexpected arguments: {" ".join(argv[1:])}')
+  if not _WORKDIR.value:
+    _fail('--workdir is required (where checkpoints, logs and summary.json go)')
+  try:
+    config = config_flag.value
+    config.keys()  # A config file that failed to load raises on first use.
+  except _CONFIG_ERRORS as e:
+    _fail_config(e)
   try:
     validation.validate(config)
   except validation.ConfigError as e:
-    logging.error('%s', e)
-    print(e, file=sys.stderr)
-    sys.exit(2)
+    _fail(e)
   from trainer import experiment  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
   experiment.quiet_tensorflow_logs()
   summary = experiment.train_and_evaluate(config, _WORKDIR.value)
-  if summary.get('checkpoint') is not None or summary['num_workers'] == 1:
+  if summary['checkpoint'] is not None:  # Only the chief reports.
     _print_summary(summary)
-  logging.debug('%s', json.dumps(summary))
 
 
 def run():
   """Console-script entry point (`convoy-train`)."""
-  app.run(main)
+  config_flag = _define_config_flag()
+  app.run(lambda argv: main(argv, config_flag), flags_parser=_parse_flags)
 
 
 if __name__ == '__main__':

@@ -1,0 +1,1 @@
+"""Benchmarks of Convoy's training loops, run as modules (`python -m trainer.benchmarks.loops`)."""

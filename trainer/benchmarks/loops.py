@@ -1,0 +1,320 @@
+"""Images/s of the three ways to train Convoy's model: `fit`, the custom loop and the eager loop.
+
+    python -m trainer.benchmarks.loops [--config=configs/default.py] [--config.FIELD=VALUE ...]
+
+One process creates the engine once, then, for each loop and each repeat, a fresh model and optimizer
+from the same seed, the same training pipeline and the same global batch, and times
+`--warmup_steps` + `--steps` optimizer steps. Repeats interleave the loops (fit, custom, eager, fit,
+...) so that a slow phase of the machine does not favour one loop.
+
+The loops measured are the real ones, not re-implementations:
+
+* `fit`: `trainer.loops.fit_loop` (model.compile + model.fit, steps_per_execution = steps_per_loop);
+* `custom`: `trainer.loops.custom_loop` (`engine.run` + `steps.train_step` inside one tf.function
+  that runs steps_per_loop steps per call);
+* `eager`: the seed's loop, a Python for-loop over `next(iterator)` and `engine.run(train_step)`
+  with no tf.function, obtained by running `custom_loop` under `tf.config.run_functions_eagerly`:
+  the same code line for line, so the ratio measures tf.function and nothing else. It is slow, so it
+  runs `--eager_steps` measured steps (default a quarter of `--steps`).
+
+Both loops hand a 'controller' each finished window of steps_per_loop steps, after reading the
+window's metrics (which waits for the steps to finish). The benchmark's controller stamps the clock
+there: a loop's images/s is (measured steps x global batch) / (wall time from the end of the last
+warm-up window to the end of the last window). Warm-up windows (tracing, first-call allocation) are
+excluded, but everything a loop does between windows is counted.
+"""
+
+import trainer  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
+
+import dataclasses
+import gc
+import json
+import math
+import shlex
+import statistics
+import sys
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+import tensorflow as tf
+import tf_keras
+
+from configs import validation
+from input_pipeline import datasets
+from input_pipeline import sources
+from trainer import engines
+from trainer import experiment
+from trainer import loops as loops_lib
+
+_COMMAND = 'python -m trainer.benchmarks.loops'
+_DEFAULT_CONFIG = 'configs/default.py'
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', _DEFAULT_CONFIG, 'Experiment config file (a Python file with get_config()); any field '
+    'can be overridden, e.g. --config.engine.name=default --config.engine.num_replicas=1. The '
+    "benchmark ignores config.loop, the run length and the eval/checkpoint intervals.",
+    lock_config=True)
+_STEPS = flags.DEFINE_integer(
+    'steps', 200, 'Measured optimizer steps per loop and repeat, after the warm-up (a multiple of '
+    'config.train.steps_per_loop).')
+_WARMUP_STEPS = flags.DEFINE_integer(
+    'warmup_steps', 50, 'Warm-up steps before the clock starts (tracing, first calls): a positive '
+    'multiple of config.train.steps_per_loop.')
+_EAGER_STEPS = flags.DEFINE_integer(
+    'eager_steps', None, 'Measured steps of the eager loop, which is slow (a multiple of '
+    'config.train.steps_per_loop). Default: a quarter of --steps, at least one steps_per_loop.')
+_REPEATS = flags.DEFINE_integer(
+    'repeats', 3, 'Times each loop is measured, each with a fresh model; the table reports the '
+    'median and the min-max.')
+_LOOPS = flags.DEFINE_list('loops', 'fit,custom,eager', 'Loops to measure, among fit, custom and '
+                           'eager, in this order within each repeat.')
+_JSON_OUT = flags.DEFINE_string('json_out', None, 'Optional path of a JSON file for the results.')
+
+
+def eager_loop(config, engine, model, optimizer, data, controller):
+  """The seed's eager loop: `custom_loop` with its tf.functions run as plain Python.
+
+  Every step is `next(iterator)` and `engine.run(steps.train_step, ...)` dispatched op by op from a
+  Python for-loop (for the default engine: an eager GradientTape step). tf.data functions are
+  always traced, so the input pipeline is the same as for the other loops. Same arguments as
+  `trainer.loops.custom_loop`.
+  """
+  previous = tf.config.functions_run_eagerly()
+  tf.config.run_functions_eagerly(True)
+  try:
+    loops_lib.custom_loop(config, engine, model, optimizer, data, controller)
+  finally:
+    tf.config.run_functions_eagerly(previous)
+
+
+LOOPS = {'fit': loops_lib.fit_loop, 'custom': loops_lib.custom_loop, 'eager': eager_loop}
+
+
+class StopwatchController:
+  """The Controller interface of the loops, reduced to a clock: stamps the end of every window.
+
+  The loops call `end_of_loop` after reading the window's metrics, i.e. once its steps have run.
+  There is no evaluation, checkpoint or logging in between to disturb the measurement.
+  """
+
+  def __init__(self, total_steps):
+    self.step = 0
+    self.total_steps = total_steps
+    self.marks = []  # (step, time.perf_counter()) at the end of each window
+    self.train_metrics = {}
+
+  def end_of_loop(self, step, train_metrics, seconds, evaluate):
+    """Records the time at which the loop reached `step`; arguments as `Controller.end_of_loop`."""
+    del seconds, evaluate  # The clock is read here, across windows; nothing is evaluated.
+    self.marks.append((step, time.perf_counter()))
+    self.step = step
+    self.train_metrics = dict(train_metrics)
+
+  def finish(self, evaluate):
+    """Called by the loops at the end; the benchmark measures training only."""
+    del evaluate
+
+  def images_per_second(self, warmup_steps, global_batch_size):
+    """Throughput from the end of the warm-up window at `warmup_steps` to the last window."""
+    start_step, start = next((s, t) for s, t in self.marks if s == warmup_steps)
+    end_step, end = self.marks[-1]
+    return (end_step - start_step) * global_batch_size / (end - start)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """What to measure: loops, steps and repeats (see the command-line flags)."""
+  loops: tuple
+  steps: int
+  warmup_steps: int
+  eager_steps: int
+  repeats: int
+
+  def measured_steps(self, loop):
+    """Measured steps of `loop` (fewer for the eager loop)."""
+    return self.eager_steps if loop == 'eager' else self.steps
+
+
+def make_plan(config, loops, steps, warmup_steps, eager_steps, repeats):
+  """Checks the benchmark flags against `config` and returns a `Plan`.
+
+  Args:
+    config: the validated experiment config.
+    loops: names of the loops to measure.
+    steps: measured steps per loop and repeat.
+    warmup_steps: steps run before the clock starts.
+    eager_steps: measured steps of the eager loop, or None for a quarter of `steps`.
+    repeats: measurements of each loop.
+
+  Raises:
+    ValueError: listing every invalid flag.
+  """
+  window = config.train.steps_per_loop
+  if eager_steps is None:
+    eager_steps = max(window, steps // 4 // window * window)
+  problems = [f'--loops: unknown loop {name!r} (choose among {", ".join(LOOPS)})'
+              for name in loops if name not in LOOPS]
+  if not loops or len(set(loops)) != len(loops):
+    problems.append(f'--loops={",".join(loops)}: give each loop at most once, at least one loop')
+  for flag, value in (('steps', steps), ('warmup_steps', warmup_steps),
+                      ('eager_steps', eager_steps)):
+    if value <= 0 or value % window:
+      problems.append(f'--{flag}={value}: must be a positive multiple of '
+                      f'config.train.steps_per_loop={window}')
+  if repeats <= 0:
+    problems.append(f'--repeats={repeats}: must be positive')
+  if problems:
+    raise ValueError('Invalid benchmark flags:\n  ' + '\n  '.join(problems))
+  return Plan(tuple(loops), steps, warmup_steps, eager_steps, repeats)
+
+
+def _train_data(config, engine, source):
+  """The `LoopData` of `experiment.train_and_evaluate`, from step 0 (eval is never run)."""
+  return loops_lib.LoopData(
+      train_dataset=engine.distribute_dataset(
+          lambda ctx: datasets.create_train_dataset(config, source, ctx)),
+      create_eval_dataset=lambda: engine.distribute_dataset(
+          lambda ctx: datasets.create_eval_dataset(config, source, ctx)),
+      eval_steps=datasets.num_eval_steps(source.num_eval_examples, config.train.global_batch_size,
+                                         engine.num_replicas, engine.num_workers))
+
+
+def measure_loop(loop, config, engine, source, plan):
+  """Trains a fresh model with `loop` for warm-up + measured steps; returns (images/s, metrics).
+
+  Args:
+    loop: a name in `LOOPS`.
+    config: the experiment config.
+    engine: the Engine, shared by every measurement.
+    source: the data source, shared by every measurement.
+    plan: the `Plan`.
+
+  Returns:
+    The images/s over the measured steps, and the train metrics of the last window.
+  """
+  tf_keras.backend.clear_session()
+  gc.collect()
+  tf_keras.utils.set_random_seed(config.seed)
+  # Same learning-rate schedule for every loop, whatever its number of steps.
+  schedule_steps = plan.warmup_steps + plan.steps
+  model, optimizer, _ = experiment.create_model_and_optimizer(config, engine, source,
+                                                              schedule_steps)
+  clock = StopwatchController(plan.warmup_steps + plan.measured_steps(loop))
+  LOOPS[loop](config, engine, model, optimizer, _train_data(config, engine, source), clock)
+  rate = clock.images_per_second(plan.warmup_steps, config.train.global_batch_size)
+  return rate, clock.train_metrics
+
+
+def _summarize(rates, steps, train_metrics):
+  return {'images_per_second': statistics.median(rates), 'min': min(rates), 'max': max(rates),
+          'runs': rates, 'steps': steps, 'train_loss': train_metrics.get('train_loss')}
+
+
+def _add_ratios(results):
+  """Adds `vs_fit` and `vs_eager`: each loop's median images/s over that loop's (None if absent)."""
+  for name, result in results.items():
+    for reference in ('fit', 'eager'):
+      base = results.get(reference)
+      result[f'vs_{reference}'] = (result['images_per_second'] / base['images_per_second']
+                                   if base else None)
+
+
+def describe_config(config, engine):
+  """The fields of the run that the figures depend on, for the report and the JSON."""
+  return {'engine': engine.name, 'num_replicas': engine.num_replicas,
+          'devices': list(engine.devices), 'model': config.model.name,
+          'global_batch_size': config.train.global_batch_size,
+          'steps_per_loop': config.train.steps_per_loop, 'data_source': config.data.source,
+          'tensorflow': tf.__version__}
+
+
+def run_benchmark(config, plan):
+  """Creates the engine, then measures every loop of `plan`, `plan.repeats` times, interleaved.
+
+  Args:
+    config: a validated experiment config.
+    plan: the `Plan` (from `make_plan`).
+
+  Returns:
+    A JSON-serializable dict: `config` (see `describe_config`), the plan's fields, and `loops`:
+    per loop `images_per_second` (median), `min`, `max`, `runs`, `steps`, `train_loss` (of the last
+    window of the last repeat), `vs_fit` and `vs_eager` (ratios of medians, or None).
+  """
+  # The engine comes first: logical devices must be set up before other TF ops.
+  engine = engines.create_engine(config.engine)
+  if config.deterministic:
+    tf.config.experimental.enable_op_determinism()
+  source = sources.create_source(config.data, config.seed)
+  rates = {loop: [] for loop in plan.loops}
+  metrics = {}
+  for repeat in range(plan.repeats):
+    for loop in plan.loops:
+      rate, metrics[loop] = measure_loop(loop, config, engine, source, plan)
+      rates[loop].append(rate)
+      logging.info('repeat %d/%d %-6s %.0f images/s', repeat + 1, plan.repeats, loop, rate)
+  results = {loop: _summarize(rates[loop], plan.measured_steps(loop), metrics[loop])
+             for loop in plan.loops}
+  _add_ratios(results)
+  return {'config': describe_config(config, engine), **dataclasses.asdict(plan),
+          'loops': results}
+
+
+def _ratio(value):
+  return '-' if value is None else f'{value:.2f}x'
+
+
+def format_report(results):
+  """The text table of `run_benchmark`'s results (command line first when present)."""
+  c = results['config']
+  lines = [f"Command: {results['command']}"] if 'command' in results else []
+  lines += [
+      f"Config: engine {c['engine']} x{c['num_replicas']} ({', '.join(c['devices'])}) | model "
+      f"{c['model']} | global batch {c['global_batch_size']} | steps_per_loop "
+      f"{c['steps_per_loop']} | data {c['data_source']} | TensorFlow {c['tensorflow']}",
+      f"Each loop: {results['warmup_steps']} warm-up steps, then the measured steps below; "
+      f"{results['repeats']} repeat(s), fresh model each time; median [min-max] images/s.",
+      '',
+      f"{'loop':<7}{'steps':>7}{'images/s':>11}  {'min-max':<17}{'vs fit':>8}{'vs eager':>10}",
+  ]
+  for name, r in results['loops'].items():
+    spread = f"{r['min']:.0f}-{r['max']:.0f}"
+    lines.append(f"{name:<7}{r['steps']:>7}{r['images_per_second']:>11.0f}  {spread:<17}"
+                 f"{_ratio(r['vs_fit']):>8}{_ratio(r['vs_eager']):>10}")
+  if 'eager' in results['loops'] and results['eager_steps'] != results['steps']:
+    lines.append(f"(eager is measured over {results['eager_steps']} steps instead of "
+                 f"{results['steps']}: it is much slower)")
+  return '\n'.join(lines)
+
+
+def command_line(argv):
+  """The shell command that reproduces this run, from the process's arguments."""
+  return ' '.join([_COMMAND] + [shlex.quote(arg) for arg in argv[1:]])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  config = _CONFIG.value
+  try:
+    validation.validate(config)
+    plan = make_plan(config, _LOOPS.value, _STEPS.value, _WARMUP_STEPS.value, _EAGER_STEPS.value,
+                     _REPEATS.value)
+  except ValueError as e:  # validation.ConfigError is a ValueError.
+    print(e, file=sys.stderr)
+    sys.exit(2)
+  command = command_line(sys.argv)
+  print(f'Command: {command}', flush=True)
+  experiment.quiet_tensorflow_logs()
+  results = dict(run_benchmark(config, plan), command=command)
+  print(format_report(results).split('\n', 1)[1], flush=True)  # The command is already printed.
+  if _JSON_OUT.value:
+    with open(_JSON_OUT.value, 'w') as f:
+      json.dump(results, f, indent=2, sort_keys=True)
+      f.write('\n')
+
+
+if __name__ == '__main__':
+  app.run(main)
