@@ -3,7 +3,7 @@
 import math
 
 LOOPS = ('fit', 'custom')
-ENGINES = ('default', 'mirrored')
+ENGINES = ('default', 'mirrored', 'horovod')
 DEVICES = ('auto', 'cpu', 'gpu')
 ALL_REDUCE = ('nccl', 'hierarchical_copy', 'reduction_to_one')
 MODELS = ('small_cnn', 'resnet_cifar', 'resnet50')
@@ -88,8 +88,9 @@ def validate(config):
   c.positive_int('engine.num_replicas')
   c.choice('engine.device', DEVICES)
   c.choice('engine.all_reduce', ALL_REDUCE)
-  if config.engine.name == 'default' and config.engine.num_replicas != 1:
-    c.fail('engine.num_replicas', "must be 1 with engine.name='default' (use 'mirrored' for more)")
+  if config.engine.name in ('default', 'horovod') and config.engine.num_replicas != 1:
+    c.fail('engine.num_replicas', f'must be 1 with engine.name={config.engine.name!r} (one replica '
+           "per process; use 'mirrored' for more devices per process)")
 
   c.choice('model.name', MODELS)
   c.positive_int('model.width')

@@ -1,4 +1,4 @@
-"""Checkpoints of model and optimizer: chief writes to the workdir, resume from the latest one."""
+"""Checkpoints of model and optimizer: the chief writes to the workdir; every worker resumes from it."""
 
 import os
 
@@ -6,48 +6,46 @@ from absl import logging
 import tensorflow as tf
 
 
-def create_checkpoint_manager(engine, workdir, model, optimizer, max_to_keep):
-  """Creates a CheckpointManager over the model and optimizer (step = optimizer.iterations).
+class Checkpointer:
+  """Saves and restores model + optimizer (the step is `optimizer.iterations`).
 
-  Checkpoints are written with `tf.train.CheckpointManager`, which updates its index file only after
-  a checkpoint is complete, so the latest entry always names a whole checkpoint.
-
-  Args:
-    engine: the Engine; it decides where this process writes (the chief: `workdir/checkpoints`).
-    workdir: the experiment directory.
-    model: the Keras model.
-    optimizer: the optimizer, already built (`optimizer.build(variables)`) so its slots restore now.
-    max_to_keep: how many recent checkpoints to keep.
-
-  Returns:
-    A `tf.train.CheckpointManager`.
+  Checkpoints go through `tf.train.CheckpointManager`, which updates its index file only after a
+  checkpoint is complete, so the latest entry always names a whole checkpoint. Every worker restores
+  from the chief's directory `workdir/checkpoints`; only workers for which the engine names a
+  directory write (the chief; MultiWorkerMirroredStrategy's other workers write to a temporary one
+  because saving is a collective there).
   """
-  checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
-  return tf.train.CheckpointManager(checkpoint, engine.checkpoint_dir(workdir),
-                                    max_to_keep=max_to_keep, step_counter=optimizer.iterations)
 
+  def __init__(self, engine, workdir, model, optimizer, max_to_keep):
+    self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    self.optimizer = optimizer
+    self.directory = os.path.join(workdir, 'checkpoints')
+    write_dir = engine.checkpoint_dir(workdir)
+    self.manager = None
+    if write_dir is not None:
+      self.manager = tf.train.CheckpointManager(self.checkpoint, write_dir, max_to_keep=max_to_keep,
+                                                step_counter=optimizer.iterations)
 
-def restore_latest(manager):
-  """Restores the latest checkpoint of `manager`, if any, and returns its step (0 if none)."""
-  latest = manager.latest_checkpoint
-  if not latest:
-    return 0
-  manager.checkpoint.restore(latest).assert_existing_objects_matched()
-  step = int(manager.checkpoint.optimizer.iterations.numpy())
-  logging.info('Resumed from %s at step %d', latest, step)
-  return step
+  def restore_latest(self):
+    """Restores the chief's latest checkpoint, if any; returns its path or None."""
+    latest = tf.train.latest_checkpoint(self.directory)
+    if latest:
+      self.checkpoint.restore(latest).assert_existing_objects_matched()
+      logging.info('Resumed from %s at step %d', latest, int(self.optimizer.iterations.numpy()))
+    return latest
 
+  def save(self, step):
+    """Saves a checkpoint for `step` unless this worker writes none or it exists already."""
+    if self.manager is None:
+      return
+    latest = self.manager.latest_checkpoint
+    if latest and latest.endswith(f'-{step}'):
+      return
+    path = self.manager.save(checkpoint_number=step)
+    logging.info('Saved checkpoint %s', path)
 
-def save(manager, step):
-  """Saves a checkpoint for `step` unless one exists already; returns its path."""
-  if manager.latest_checkpoint and manager.latest_checkpoint.endswith(f'-{step}'):
-    return manager.latest_checkpoint
-  path = manager.save(checkpoint_number=step)
-  logging.info('Saved checkpoint %s', path)
-  return path
-
-
-def checkpoint_path_for_summary(manager):
-  """The latest checkpoint's path, absolute, or None."""
-  latest = manager.latest_checkpoint
-  return os.path.abspath(latest) if latest else None
+  def latest_path(self):
+    """Absolute path of the latest checkpoint this worker wrote in the workdir, or None."""
+    if self.manager is None or not self.manager.latest_checkpoint:
+      return None
+    return os.path.abspath(self.manager.latest_checkpoint)

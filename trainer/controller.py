@@ -7,7 +7,6 @@ import time
 from absl import logging
 import tensorflow as tf
 
-from trainer import checkpoints
 
 
 def _format_duration(seconds):
@@ -22,10 +21,11 @@ class Controller:
   runs evaluation and saves checkpoints at the configured intervals, and measures throughput.
   """
 
-  def __init__(self, config, engine, workdir, manager, learning_rate_fn, start_step, total_steps):
+  def __init__(self, config, engine, workdir, checkpointer, learning_rate_fn, start_step,
+               total_steps):
     self.config = config
     self.engine = engine
-    self.manager = manager
+    self.checkpointer = checkpointer
     self.learning_rate_fn = learning_rate_fn
     self.start_step = start_step
     self.total_steps = total_steps
@@ -69,7 +69,7 @@ class Controller:
     if step % train.eval_every_steps == 0 or last:
       self._evaluate(evaluate)
     if step % train.checkpoint_every_steps == 0 or last:
-      checkpoints.save(self.manager, step)
+      self.checkpointer.save(step)
     self.writer.flush()
 
   def finish(self, evaluate):

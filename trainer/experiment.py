@@ -22,6 +22,9 @@ from trainer import model as model_lib
 from trainer import optimization
 
 
+SUMMARY_SCHEMA_VERSION = 1  # Bump when a key of summary.json changes meaning (README documents it).
+
+
 def quiet_tensorflow_logs():
   """Keeps TensorFlow's own INFO chatter (all-reduce plans, saver details) out of Convoy's progress."""
   tf.get_logger().setLevel('WARNING')
@@ -61,7 +64,8 @@ def create_model_and_optimizer(config, engine, source, total_steps):
   with engine.scope():
     model = model_lib.create_model(config.model, source_image_shape(config, source),
                                    source.num_classes)
-    optimizer = optimization.create_optimizer(config.train, learning_rate_fn)
+    optimizer = engine.prepare_optimizer(
+        optimization.create_optimizer(config.train, learning_rate_fn))
     # Build slots now so that a checkpoint restores them at once (not lazily at the first step).
     optimizer.build(model.trainable_variables)
   return model, optimizer, learning_rate_fn
@@ -99,9 +103,12 @@ def train_and_evaluate(config, workdir):
   total_steps = total_train_steps(config, source.num_train_examples)
   model, optimizer, learning_rate_fn = create_model_and_optimizer(config, engine, source,
                                                                   total_steps)
-  manager = checkpoints.create_checkpoint_manager(engine, workdir, model, optimizer,
-                                                  config.train.max_checkpoints_to_keep)
-  start_step = checkpoints.restore_latest(manager)
+  checkpointer = checkpoints.Checkpointer(engine, workdir, model, optimizer,
+                                          config.train.max_checkpoints_to_keep)
+  checkpointer.restore_latest()
+  # Every worker must start from the same state (Horovod broadcasts rank 0's, also after a restore).
+  engine.sync_initial_state(model, optimizer)
+  start_step = int(optimizer.iterations.numpy())
   logging.info('Training %s for %d steps (from step %d), global batch %d, peak lr %.4g',
                config.model.name, total_steps, start_step, config.train.global_batch_size,
                optimization.peak_learning_rate(config.train))
@@ -113,7 +120,7 @@ def train_and_evaluate(config, workdir):
           lambda ctx: datasets.create_eval_dataset(config, source, ctx)),
       eval_steps=datasets.num_eval_steps(source.num_eval_examples, config.train.global_batch_size,
                                          engine.num_replicas, engine.num_workers))
-  controller = controller_lib.Controller(config, engine, workdir, manager, learning_rate_fn,
+  controller = controller_lib.Controller(config, engine, workdir, checkpointer, learning_rate_fn,
                                          start_step, total_steps)
   loops.LOOPS[config.loop](config, engine, model, optimizer, data, controller)
 
@@ -122,6 +129,7 @@ def train_and_evaluate(config, workdir):
     export_dir = export.export_saved_model(engine, model, os.path.join(workdir, 'export'),
                                            source_image_shape(config, source))
   summary = {
+      'schema_version': SUMMARY_SCHEMA_VERSION,
       'engine': engine.name,
       'loop': config.loop,
       'model': config.model.name,
@@ -133,7 +141,7 @@ def train_and_evaluate(config, workdir):
       'images_per_second': controller.images_per_second(),
       'train_seconds': round(controller.train_seconds, 3),
       'wall_seconds': round(time.time() - started, 3),
-      'checkpoint': checkpoints.checkpoint_path_for_summary(manager) if engine.is_chief else None,
+      'checkpoint': checkpointer.latest_path(),
       'export': export_dir,
       'workdir': os.path.abspath(workdir),
       **controller.train_metrics,

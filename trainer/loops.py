@@ -15,8 +15,10 @@ import tf_keras
 from trainer import steps
 
 
-def _results(metrics):
-  return {name: float(metric.result()) for name, metric in metrics.items()}
+def _results(engine, metrics, prefix):
+  """Global results of `create_metrics(prefix)` metrics (the engine combines per-process ones)."""
+  local = {name: float(metric.result()) for name, metric in metrics.items()}
+  return engine.aggregate_metrics(local, count_key=f'{prefix}_examples')
 
 
 def _reset(metrics):
@@ -64,17 +66,16 @@ def custom_loop(config, engine, model, optimizer, data, controller):
   def evaluate():
     _reset(eval_metrics)
     eval_all(data.create_eval_dataset())
-    return _results(eval_metrics)
+    return _results(engine, eval_metrics, 'eval')
 
   iterator = iter(data.train_dataset)
-  engine.sync_initial_state(model, optimizer)
   step = controller.step
   while step < controller.total_steps:
     num_steps = min(config.train.steps_per_loop, controller.total_steps - step)
     _reset(train_metrics)
     start = time.perf_counter()
     train_n_steps(iterator, tf.constant(num_steps))
-    window = _results(train_metrics)  # Reading the metrics waits for the steps to finish.
+    window = _results(engine, train_metrics, 'train')  # Waits for the steps to finish.
     seconds = time.perf_counter() - start
     step += num_steps
     controller.end_of_loop(step, window, seconds, evaluate)
@@ -84,8 +85,9 @@ def custom_loop(config, engine, model, optimizer, data, controller):
 class _ControllerCallback(tf_keras.callbacks.Callback):
   """Hands each fit 'epoch' (one window of steps_per_loop steps) to the Controller."""
 
-  def __init__(self, controller, evaluate, steps_per_loop):
+  def __init__(self, engine, controller, evaluate, steps_per_loop):
     super().__init__()
+    self.engine = engine
     self.controller = controller
     self.evaluate = evaluate
     self.steps_per_loop = steps_per_loop
@@ -96,8 +98,9 @@ class _ControllerCallback(tf_keras.callbacks.Callback):
 
   def on_epoch_end(self, epoch, logs=None):
     seconds = time.perf_counter() - self.start
-    window = {'train_loss': float(logs['loss']), 'train_accuracy': float(logs['accuracy']),
-              'train_examples': float(logs['examples'])}
+    window = self.engine.aggregate_metrics(
+        {'train_loss': float(logs['loss']), 'train_accuracy': float(logs['accuracy']),
+         'train_examples': float(logs['examples'])}, count_key='train_examples')
     self.controller.end_of_loop((epoch + 1) * self.steps_per_loop, window, seconds, self.evaluate)
 
 
@@ -105,13 +108,12 @@ def fit_loop(config, engine, model, optimizer, data, controller):
   """Trains with `model.compile` + `model.fit`; one Keras epoch is one window of steps_per_loop steps.
 
   Same arguments as `custom_loop`. Keras scales the loss per replica and aggregates metrics itself;
-  the engine may wrap the optimizer and add callbacks (`engine.prepare_fit`).
+  the engine may have wrapped the optimizer (`engine.prepare_optimizer`) and add callbacks.
   """
   steps_per_loop = config.train.steps_per_loop
-  fit_optimizer, engine_callbacks = engine.prepare_fit(optimizer)
   with engine.scope():
     model.compile(
-        optimizer=fit_optimizer,
+        optimizer=optimizer,
         loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=['accuracy', steps.ExampleCount()],
         steps_per_execution=steps_per_loop,
@@ -120,13 +122,14 @@ def fit_loop(config, engine, model, optimizer, data, controller):
   def evaluate():
     results = model.evaluate(data.create_eval_dataset(), steps=data.eval_steps, verbose=0,
                              return_dict=True)
-    return {'eval_loss': results['loss'], 'eval_accuracy': results['accuracy'],
-            'eval_examples': results['examples']}
+    return engine.aggregate_metrics(
+        {'eval_loss': results['loss'], 'eval_accuracy': results['accuracy'],
+         'eval_examples': results['examples']}, count_key='eval_examples')
 
-  callback = _ControllerCallback(controller, evaluate, steps_per_loop)
+  callback = _ControllerCallback(engine, controller, evaluate, steps_per_loop)
   model.fit(data.train_dataset, epochs=controller.total_steps // steps_per_loop,
             initial_epoch=controller.step // steps_per_loop, steps_per_epoch=steps_per_loop,
-            callbacks=engine_callbacks + [callback], verbose=0)
+            callbacks=engine.fit_callbacks() + [callback], verbose=0)
   controller.finish(evaluate)
 
 

@@ -11,6 +11,7 @@ def peak_learning_rate(train_config):
   return train_config.base_learning_rate * train_config.global_batch_size / 256.0
 
 
+@tf_keras.utils.register_keras_serializable(package='convoy')
 class WarmupSchedule(tf_keras.optimizers.schedules.LearningRateSchedule):
   """Linear warm-up from 0 to `peak`, then 'constant', 'cosine' (to 0) or 'step' decay.
 

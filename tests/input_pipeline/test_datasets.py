@@ -297,6 +297,14 @@ def test_num_eval_steps_on_the_digits_eval_split():
   assert datasets.num_eval_steps(360, 64, 8, 4) == 6
 
 
+@pytest.mark.parametrize('num_pipelines,replicas', TOPOLOGIES)
+def test_num_eval_steps_is_the_eval_split_over_the_global_batch_rounded_up(num_pipelines, replicas):
+  # Balanced shards (sizes differ by at most 1) lose no step to the per-pipeline rounding.
+  for num_eval in (1, 5, 23, 24, 25, 37, 97, 360):
+    assert datasets.num_eval_steps(num_eval, 24, num_pipelines * replicas,
+                                   num_pipelines) == _ceil_div(num_eval, 24), num_eval
+
+
 # --- End to end with MirroredStrategy over the 2 logical CPU devices ------------------------------
 
 

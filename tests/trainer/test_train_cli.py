@@ -8,7 +8,7 @@ import sys
 import pytest
 
 SUMMARY_KEYS = {
-    'engine', 'loop', 'model', 'num_replicas', 'num_workers', 'global_batch_size', 'steps',
+    'schema_version', 'engine', 'loop', 'model', 'num_replicas', 'num_workers', 'global_batch_size', 'steps',
     'start_step', 'train_loss', 'train_accuracy', 'train_examples', 'learning_rate', 'eval_loss',
     'eval_accuracy', 'eval_examples', 'images_per_second', 'train_seconds', 'wall_seconds',
     'checkpoint', 'export', 'workdir'}

@@ -2,8 +2,8 @@
 
     python -m trainer.benchmarks.loops [--config=configs/default.py] [--config.FIELD=VALUE ...]
 
-One process creates the engine once, then, for each loop and each repeat, a fresh model and optimizer
-from the same seed, the same training pipeline and the same global batch, and times
+One process creates the engine once, then, for each loop and each repeat, a fresh model and
+optimizer from the same seed, the same training pipeline and the same global batch, and times
 `--warmup_steps` + `--steps` optimizer steps. Repeats interleave the loops (fit, custom, eager, fit,
 ...) so that a slow phase of the machine does not favour one loop.
 
@@ -17,23 +17,26 @@ The loops measured are the real ones, not re-implementations:
   the same code line for line, so the ratio measures tf.function and nothing else. It is slow, so it
   runs `--eager_steps` measured steps (default a quarter of `--steps`).
 
-Both loops hand a 'controller' each finished window of steps_per_loop steps, after reading the
+Every loop hands a 'controller' each finished window of steps_per_loop steps, after reading the
 window's metrics (which waits for the steps to finish). The benchmark's controller stamps the clock
 there: a loop's images/s is (measured steps x global batch) / (wall time from the end of the last
 warm-up window to the end of the last window). Warm-up windows (tracing, first-call allocation) are
 excluded, but everything a loop does between windows is counted.
-"""
+
+The machine's other work skews the figures: the report prints its load average at the start."""
 
 import trainer  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 
 import dataclasses
+import functools
 import gc
 import json
-import math
+import os
 import shlex
 import statistics
 import sys
 import time
+import types
 
 from absl import app
 from absl import flags
@@ -51,27 +54,6 @@ from trainer import loops as loops_lib
 
 _COMMAND = 'python -m trainer.benchmarks.loops'
 _DEFAULT_CONFIG = 'configs/default.py'
-
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', _DEFAULT_CONFIG, 'Experiment config file (a Python file with get_config()); any field '
-    'can be overridden, e.g. --config.engine.name=default --config.engine.num_replicas=1. The '
-    "benchmark ignores config.loop, the run length and the eval/checkpoint intervals.",
-    lock_config=True)
-_STEPS = flags.DEFINE_integer(
-    'steps', 200, 'Measured optimizer steps per loop and repeat, after the warm-up (a multiple of '
-    'config.train.steps_per_loop).')
-_WARMUP_STEPS = flags.DEFINE_integer(
-    'warmup_steps', 50, 'Warm-up steps before the clock starts (tracing, first calls): a positive '
-    'multiple of config.train.steps_per_loop.')
-_EAGER_STEPS = flags.DEFINE_integer(
-    'eager_steps', None, 'Measured steps of the eager loop, which is slow (a multiple of '
-    'config.train.steps_per_loop). Default: a quarter of --steps, at least one steps_per_loop.')
-_REPEATS = flags.DEFINE_integer(
-    'repeats', 3, 'Times each loop is measured, each with a fresh model; the table reports the '
-    'median and the min-max.')
-_LOOPS = flags.DEFINE_list('loops', 'fit,custom,eager', 'Loops to measure, among fit, custom and '
-                           'eager, in this order within each repeat.')
-_JSON_OUT = flags.DEFINE_string('json_out', None, 'Optional path of a JSON file for the results.')
 
 
 def eager_loop(config, engine, model, optimizer, data, controller):
@@ -138,6 +120,23 @@ class Plan:
     return self.eager_steps if loop == 'eager' else self.steps
 
 
+def validate_config(config):
+  """`validation.validate`, but without the fields the benchmark ignores.
+
+  The run length and the log, eval and checkpoint intervals are replaced by steps_per_loop, so that
+  they need not be multiples of a steps_per_loop chosen for the benchmark.
+
+  Raises:
+    validation.ConfigError: naming each invalid field.
+  """
+  checked = config.copy_and_resolve_references()
+  window = config.train.steps_per_loop
+  checked.train.num_epochs = -1
+  for field in ('num_train_steps', 'log_every_steps', 'eval_every_steps', 'checkpoint_every_steps'):
+    checked.train[field] = window
+  validation.validate(checked)
+
+
 def make_plan(config, loops, steps, warmup_steps, eager_steps, repeats):
   """Checks the benchmark flags against `config` and returns a `Plan`.
 
@@ -202,6 +201,7 @@ def measure_loop(loop, config, engine, source, plan):
   schedule_steps = plan.warmup_steps + plan.steps
   model, optimizer, _ = experiment.create_model_and_optimizer(config, engine, source,
                                                               schedule_steps)
+  engine.sync_initial_state(model, optimizer)  # As train_and_evaluate does (tf.distribute: no-op).
   clock = StopwatchController(plan.warmup_steps + plan.measured_steps(loop))
   LOOPS[loop](config, engine, model, optimizer, _train_data(config, engine, source), clock)
   rate = clock.images_per_second(plan.warmup_steps, config.train.global_batch_size)
@@ -239,12 +239,14 @@ def run_benchmark(config, plan):
     plan: the `Plan` (from `make_plan`).
 
   Returns:
-    A JSON-serializable dict: `config` (see `describe_config`), the plan's fields, and `loops`:
+    A JSON-serializable dict: `config` (see `describe_config`), the plan's fields, `cpus`,
+    `load_average` (`start` and `end`, 1-minute load of the machine), and `loops`:
     per loop `images_per_second` (median), `min`, `max`, `runs`, `steps`, `train_loss` (of the last
     window of the last repeat), `vs_fit` and `vs_eager` (ratios of medians, or None).
   """
   # The engine comes first: logical devices must be set up before other TF ops.
   engine = engines.create_engine(config.engine)
+  load_start = os.getloadavg()[0]  # Other processes on the machine skew the figures.
   if config.deterministic:
     tf.config.experimental.enable_op_determinism()
   source = sources.create_source(config.data, config.seed)
@@ -259,6 +261,7 @@ def run_benchmark(config, plan):
              for loop in plan.loops}
   _add_ratios(results)
   return {'config': describe_config(config, engine), **dataclasses.asdict(plan),
+          'cpus': os.cpu_count(), 'load_average': {'start': load_start, 'end': os.getloadavg()[0]},
           'loops': results}
 
 
@@ -268,24 +271,27 @@ def _ratio(value):
 
 def format_report(results):
   """The text table of `run_benchmark`'s results (command line first when present)."""
-  c = results['config']
+  c, load = results['config'], results['load_average']
   lines = [f"Command: {results['command']}"] if 'command' in results else []
   lines += [
       f"Config: engine {c['engine']} x{c['num_replicas']} ({', '.join(c['devices'])}) | model "
       f"{c['model']} | global batch {c['global_batch_size']} | steps_per_loop "
       f"{c['steps_per_loop']} | data {c['data_source']} | TensorFlow {c['tensorflow']}",
+      f"Machine: {results['cpus']} CPU(s); 1-min load average {load['start']:.2f} at start, "
+      f"{load['end']:.2f} at end (this benchmark included)",
       f"Each loop: {results['warmup_steps']} warm-up steps, then the measured steps below; "
       f"{results['repeats']} repeat(s), fresh model each time; median [min-max] images/s.",
       '',
-      f"{'loop':<7}{'steps':>7}{'images/s':>11}  {'min-max':<17}{'vs fit':>8}{'vs eager':>10}",
+      f"{'loop':<7}{'steps':>6}{'images/s':>10}  {'min-max':<13}{'vs fit':>8}{'vs eager':>10}"
+      f"{'last loss':>11}",
   ]
   for name, r in results['loops'].items():
     spread = f"{r['min']:.0f}-{r['max']:.0f}"
-    lines.append(f"{name:<7}{r['steps']:>7}{r['images_per_second']:>11.0f}  {spread:<17}"
-                 f"{_ratio(r['vs_fit']):>8}{_ratio(r['vs_eager']):>10}")
+    lines.append(f"{name:<7}{r['steps']:>6}{r['images_per_second']:>10.0f}  {spread:<13}"
+                 f"{_ratio(r['vs_fit']):>8}{_ratio(r['vs_eager']):>10}{r['train_loss']:>11.4f}")
   if 'eager' in results['loops'] and results['eager_steps'] != results['steps']:
     lines.append(f"(eager is measured over {results['eager_steps']} steps instead of "
-                 f"{results['steps']}: it is much slower)")
+                 f"{results['steps']}: it is much slower, and its last loss is at an earlier step)")
   return '\n'.join(lines)
 
 
@@ -294,14 +300,48 @@ def command_line(argv):
   return ' '.join([_COMMAND] + [shlex.quote(arg) for arg in argv[1:]])
 
 
-def main(argv):
+def _define_flags():
+  """Defines the command-line flags; only when run as a program, so importing defines none."""
+  return types.SimpleNamespace(
+      config=config_flags.DEFINE_config_file(
+          'config', _DEFAULT_CONFIG, 'Experiment config file (a Python file with get_config()); '
+          'any field can be overridden, e.g. --config.engine.name=default '
+          '--config.engine.num_replicas=1. The benchmark ignores config.loop, the run length and '
+          'the eval, checkpoint and export settings.', lock_config=True),
+      steps=flags.DEFINE_integer(
+          'steps', 200, 'Measured optimizer steps per loop and repeat, after the warm-up (a '
+          'multiple of config.train.steps_per_loop).'),
+      warmup_steps=flags.DEFINE_integer(
+          'warmup_steps', 50, 'Warm-up steps before the clock starts (tracing, first calls): a '
+          'positive multiple of config.train.steps_per_loop.'),
+      eager_steps=flags.DEFINE_integer(
+          'eager_steps', None, 'Measured steps of the eager loop, which is slow (a multiple of '
+          'config.train.steps_per_loop). Default: a quarter of --steps, at least steps_per_loop.'),
+      repeats=flags.DEFINE_integer(
+          'repeats', 3, 'Times each loop is measured, each with a fresh model; the table reports '
+          'the median and the min-max.'),
+      loops=flags.DEFINE_list(
+          'loops', 'fit,custom,eager', 'Loops to measure, among fit, custom and eager, in this '
+          'order within each repeat.'),
+      json_out=flags.DEFINE_string('json_out', None, 'Optional path of a JSON file for the '
+                                   'results.'))
+
+
+def main(argv, flag_values):
+  """Validates config and flags, prints the command, runs the benchmark and prints the table.
+
+  Args:
+    argv: the arguments left by absl (the program name only).
+    flag_values: the namespace of `_define_flags`.
+  """
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
-  config = _CONFIG.value
+  config = flag_values.config.value
   try:
-    validation.validate(config)
-    plan = make_plan(config, _LOOPS.value, _STEPS.value, _WARMUP_STEPS.value, _EAGER_STEPS.value,
-                     _REPEATS.value)
+    validate_config(config)
+    plan = make_plan(config, flag_values.loops.value, flag_values.steps.value,
+                     flag_values.warmup_steps.value, flag_values.eager_steps.value,
+                     flag_values.repeats.value)
   except ValueError as e:  # validation.ConfigError is a ValueError.
     print(e, file=sys.stderr)
     sys.exit(2)
@@ -309,12 +349,17 @@ def main(argv):
   print(f'Command: {command}', flush=True)
   experiment.quiet_tensorflow_logs()
   results = dict(run_benchmark(config, plan), command=command)
-  print(format_report(results).split('\n', 1)[1], flush=True)  # The command is already printed.
-  if _JSON_OUT.value:
-    with open(_JSON_OUT.value, 'w') as f:
-      json.dump(results, f, indent=2, sort_keys=True)
-      f.write('\n')
+  print(format_report(results).split('\n', 1)[1], flush=True)  # The command is printed already.
+  if flag_values.json_out.value:
+    with open(flag_values.json_out.value, 'w') as f:
+      f.write(json.dumps(results, indent=2) + '\n')
+
+
+def run():
+  """Program entry point: defines the flags, then runs `main` under absl."""
+  flag_values = _define_flags()
+  app.run(functools.partial(main, flag_values=flag_values))
 
 
 if __name__ == '__main__':
-  app.run(main)
+  run()

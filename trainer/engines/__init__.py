@@ -3,9 +3,17 @@
 from trainer.engines import tf_distribute
 from trainer.engines.base import Engine
 
+
+def _create_horovod_engine(engine_config):
+  # Imported lazily: choosing another engine never needs Horovod.
+  from trainer.engines import hvd_engine  # pylint: disable=g-import-not-at-top
+  return hvd_engine.create_horovod_engine(engine_config)
+
+
 _CONSTRUCTORS = {
     'default': tf_distribute.create_default_engine,
     'mirrored': tf_distribute.create_mirrored_engine,
+    'horovod': _create_horovod_engine,
 }
 
 ENGINE_NAMES = tuple(_CONSTRUCTORS)

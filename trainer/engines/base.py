@@ -95,17 +95,31 @@ class Engine(abc.ABC):
     """
     del model, optimizer
 
-  def prepare_fit(self, optimizer):
-    """Cross-replica. Adapts `optimizer` for model.fit and returns `(optimizer, extra_callbacks)`."""
-    return optimizer, []
+  def prepare_optimizer(self, optimizer):
+    """Cross-replica. Returns the optimizer both loops will use (Horovod wraps it for fit).
 
-  def all_reduce_host(self, values):
-    """Cross-replica, eager. Sums a dict of Python floats over workers (identity for one worker).
-
-    Used for metrics kept per process; tf.distribute metrics are already global.
+    Called once, before the optimizer is built or restored, so checkpoints see the same object.
     """
-    return dict(values)
+    return optimizer
+
+  def fit_callbacks(self):
+    """Extra Keras callbacks the engine needs in model.fit (none by default)."""
+    return []
+
+  def aggregate_metrics(self, results, count_key):
+    """Cross-replica, eager. Turns this process's metric results into global ones.
+
+    Args:
+      results: dict of Python floats, means over this process's examples, plus a count.
+      count_key: the key of `results` holding the number of examples they cover.
+
+    Returns:
+      The same keys over all workers' examples. tf.distribute metrics are already global, so the
+      default returns `results` unchanged; per-process engines weight means by their counts.
+    """
+    del count_key
+    return dict(results)
 
   def checkpoint_dir(self, workdir):
-    """Where this process writes checkpoints: the chief writes in `workdir`, others elsewhere."""
-    return f'{workdir}/checkpoints'
+    """Where this process writes checkpoints, or None if it writes none (default: chief only)."""
+    return f'{workdir}/checkpoints' if self.is_chief else None
