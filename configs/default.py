@@ -21,16 +21,24 @@ def get_config():
   config.deterministic = False
 
   config.engine = ml_collections.ConfigDict()
-  # 'default' (one device, no strategy) or 'mirrored' (MirroredStrategy, many devices, one machine).
+  # 'default' (one device, no strategy), 'mirrored' (MirroredStrategy, many devices, one machine),
+  # 'multi_worker' (MultiWorkerMirroredStrategy, many machines; roles from TF_CONFIG or Slurm) or
+  # 'horovod' (one replica per Horovod rank).
   config.engine.name = 'mirrored'
-  # Replicas (devices) on this machine. For 'mirrored' without GPUs, the CPU is split into this many
-  # logical devices (simulated GPUs: checks correctness, not speed).
+  # Replicas (devices) per process. For 'mirrored' without GPUs, the CPU is split into this many
+  # logical devices (simulated GPUs: checks correctness, not speed). Must be 1 for 'default' and
+  # 'horovod'; 'multi_worker' uses all local GPUs (or the CPU) of each worker.
   config.engine.num_replicas = 2
   # 'auto' uses GPUs when TensorFlow sees enough of them, else CPU; 'cpu' or 'gpu' forces one.
   config.engine.device = 'auto'
   # Cross-device all-reduce for 'mirrored' on GPUs: 'nccl', 'hierarchical_copy' or 'reduction_to_one'
   # (CPU devices always use reduction_to_one).
   config.engine.all_reduce = 'nccl'
+  # 'multi_worker': collective implementation ('auto', 'ring' or 'nccl'), the timeout of one
+  # collective in seconds (0: none), and how long a worker waits for its peers at start-up.
+  config.engine.collective = 'auto'
+  config.engine.collective_timeout_seconds = 0
+  config.engine.peer_timeout_seconds = 120
 
   config.model = ml_collections.ConfigDict()
   # 'small_cnn' (Conv-SE-Pool-Dense, 8x8 to 64x64 inputs), 'resnet_cifar' (ResNet-20 style,

@@ -3,7 +3,8 @@
 import math
 
 LOOPS = ('fit', 'custom')
-ENGINES = ('default', 'mirrored', 'horovod')
+ENGINES = ('default', 'mirrored', 'multi_worker', 'horovod')
+COLLECTIVES = ('auto', 'ring', 'nccl')
 DEVICES = ('auto', 'cpu', 'gpu')
 ALL_REDUCE = ('nccl', 'hierarchical_copy', 'reduction_to_one')
 MODELS = ('small_cnn', 'resnet_cifar', 'resnet50')
@@ -68,6 +69,18 @@ class _Checker:
       self.fail(field, f'must be a multiple of {base_field}={base}')
 
 
+def validate_topology(config, num_replicas):
+  """Checks what depends on the engine's replica count (known once the engine exists).
+
+  Raises:
+    ConfigError: if the global batch does not split evenly over `num_replicas`.
+  """
+  if config.train.global_batch_size % num_replicas:
+    raise ConfigError(
+        f'Invalid config:\n  train.global_batch_size={config.train.global_batch_size}: must be '
+        f'divisible by the {num_replicas} replicas of this run (workers x replicas per worker)')
+
+
 def validate(config):
   """Checks every field of `config` and raises one ConfigError listing all problems.
 
@@ -88,9 +101,14 @@ def validate(config):
   c.positive_int('engine.num_replicas')
   c.choice('engine.device', DEVICES)
   c.choice('engine.all_reduce', ALL_REDUCE)
-  if config.engine.name in ('default', 'horovod') and config.engine.num_replicas != 1:
-    c.fail('engine.num_replicas', f'must be 1 with engine.name={config.engine.name!r} (one replica '
-           "per process; use 'mirrored' for more devices per process)")
+  c.choice('engine.collective', COLLECTIVES)
+  if not _is_int(config.engine.collective_timeout_seconds) or config.engine.collective_timeout_seconds < 0:
+    c.fail('engine.collective_timeout_seconds', 'must be a non-negative integer (0: no timeout)')
+  c.positive_int('engine.peer_timeout_seconds')
+  if (config.engine.name in ('default', 'horovod', 'multi_worker') and
+      config.engine.num_replicas != 1):
+    c.fail('engine.num_replicas', f'must be 1 with engine.name={config.engine.name!r}: its replicas '
+           "come from the processes started (and their GPUs); 'mirrored' sets replicas per process")
 
   c.choice('model.name', MODELS)
   c.positive_int('model.width')

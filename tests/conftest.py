@@ -19,8 +19,22 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 tf_distribute.split_cpu(2)
 
 
-@pytest.fixture
-def tiny_config():
+# The command-line equivalent of `tiny_config`, for runs in separate processes.
+TINY_ARGS = ('--config.deterministic=True', '--config.train.num_train_steps=20',
+             '--config.train.steps_per_loop=5', '--config.train.log_every_steps=10',
+             '--config.train.eval_every_steps=20', '--config.train.checkpoint_every_steps=10',
+             '--config.train.warmup_steps=5', '--config.train.export=False')
+
+
+def run_launcher(engine, num_workers, *trainer_args, timeout=420, env=None):
+  """Starts `num_workers` real workers with `python -m launch.local`; returns CompletedProcess."""
+  return subprocess.run(
+      [sys.executable, '-m', 'launch.local', f'--engine={engine}', f'--num_workers={num_workers}',
+       f'--timeout_seconds={timeout - 20}', '--', *trainer_args],
+      cwd=REPO, capture_output=True, text=True, timeout=timeout, env=dict(os.environ, **(env or {})))
+
+
+def make_tiny_config():
   """The default experiment shortened to 20 deterministic steps with frequent checkpoints."""
   config = default.get_config()
   config.deterministic = True
@@ -32,6 +46,12 @@ def tiny_config():
   config.train.warmup_steps = 5
   config.train.export = False
   return config
+
+
+@pytest.fixture
+def tiny_config():
+  """A fresh `make_tiny_config()` for each test."""
+  return make_tiny_config()
 
 
 def checkpoint_weights(workdir, step=None, include_optimizer=False):
@@ -62,12 +82,15 @@ def run_cli(*args, timeout=600, env=None):
                         env=dict(os.environ, **(env or {})))
 
 
-@pytest.fixture
+@pytest.fixture(scope='session')
 def helpers():
   """Test helpers as a namespace (conftest is not importable under --import-mode=importlib)."""
   class Helpers:
     checkpoint_weights = staticmethod(checkpoint_weights)
     assert_same_weights = staticmethod(assert_same_weights)
     run_cli = staticmethod(run_cli)
+    run_launcher = staticmethod(run_launcher)
+    tiny_args = TINY_ARGS
+    make_tiny_config = staticmethod(make_tiny_config)
     repo = REPO
   return Helpers

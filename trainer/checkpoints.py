@@ -21,6 +21,8 @@ class Checkpointer:
     self.optimizer = optimizer
     self.directory = os.path.join(workdir, 'checkpoints')
     write_dir = engine.checkpoint_dir(workdir)
+    self.is_private = write_dir is not None and os.path.abspath(write_dir) != os.path.abspath(
+        self.directory)
     self.manager = None
     if write_dir is not None:
       self.manager = tf.train.CheckpointManager(self.checkpoint, write_dir, max_to_keep=max_to_keep,
@@ -46,6 +48,11 @@ class Checkpointer:
 
   def latest_path(self):
     """Absolute path of the latest checkpoint this worker wrote in the workdir, or None."""
-    if self.manager is None or not self.manager.latest_checkpoint:
+    if self.manager is None or self.is_private or not self.manager.latest_checkpoint:
       return None
     return os.path.abspath(self.manager.latest_checkpoint)
+
+  def close(self):
+    """Removes a non-chief worker's private checkpoint directory (its copies are never read)."""
+    if self.is_private:
+      tf.io.gfile.rmtree(self.manager.directory)

@@ -92,6 +92,7 @@ def train_and_evaluate(config, workdir):
   started = time.time()
   # The engine comes first: collective ops and logical devices must be set up before other TF ops.
   engine = engines.create_engine(config.engine)
+  validation.validate_topology(config, engine.num_replicas)
   _seed_everything(config)
   logging.info('Engine %s: %d replica(s) on %d worker(s), devices %s', engine.name,
                engine.num_replicas, engine.num_workers, list(engine.devices))
@@ -135,6 +136,7 @@ def train_and_evaluate(config, workdir):
       'model': config.model.name,
       'num_replicas': engine.num_replicas,
       'num_workers': engine.num_workers,
+      'worker_index': engine.worker_index,
       'global_batch_size': config.train.global_batch_size,
       'steps': controller.step,
       'start_step': start_step,
@@ -149,4 +151,8 @@ def train_and_evaluate(config, workdir):
   }
   if engine.is_chief:
     _write_json(os.path.join(workdir, 'summary.json'), summary)
+  checkpointer.close()
+  # Nobody leaves while a peer may still need it (MultiWorkerMirroredStrategy's coordination
+  # service lives in the chief; Horovod collectives need every rank).
+  engine.barrier()
   return summary

@@ -14,14 +14,15 @@ from ml_collections import config_flags
 from configs import validation
 
 USAGE_ERROR = 2  # Exit code for a bad command line or config (nothing was run).
+STARTUP_ERROR = 3  # Exit code when the engine cannot start (missing package, unreachable peers).
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, TensorBoard logs, the '
                                'exported model and summary.json. Reusing it resumes training.')
 
 
-def _fail(message):
-  print(f'convoy: error: {message}', file=sys.stderr)
-  sys.exit(USAGE_ERROR)
+def _fail(message, code=USAGE_ERROR):
+  print(f'convoy: error: {message}', file=sys.stderr, flush=True)
+  sys.exit(code)
 
 
 def _fail_config(error):
@@ -97,9 +98,13 @@ def main(argv, config_flag):
   except validation.ConfigError as e:
     _fail(e)
   from trainer import experiment  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
+  from trainer import engines  # pylint: disable=g-import-not-at-top
   experiment.quiet_tensorflow_logs()
-  summary = experiment.train_and_evaluate(config, _WORKDIR.value)
-  if summary['checkpoint'] is not None:  # Only the chief reports.
+  try:
+    summary = experiment.train_and_evaluate(config, _WORKDIR.value)
+  except engines.EngineStartupError as e:
+    _fail(e, STARTUP_ERROR)
+  if summary['worker_index'] == 0:  # Only the chief reports.
     _print_summary(summary)
 
 

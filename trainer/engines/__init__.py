@@ -2,6 +2,7 @@
 
 from trainer.engines import tf_distribute
 from trainer.engines.base import Engine
+from trainer.engines.base import EngineStartupError
 
 
 def _create_horovod_engine(engine_config):
@@ -13,6 +14,7 @@ def _create_horovod_engine(engine_config):
 _CONSTRUCTORS = {
     'default': tf_distribute.create_default_engine,
     'mirrored': tf_distribute.create_mirrored_engine,
+    'multi_worker': tf_distribute.create_multi_worker_engine,
     'horovod': _create_horovod_engine,
 }
 
@@ -38,4 +40,4 @@ def create_engine(engine_config):
   return constructor(engine_config)
 
 
-__all__ = ['Engine', 'create_engine', 'ENGINE_NAMES']
+__all__ = ['Engine', 'EngineStartupError', 'create_engine', 'ENGINE_NAMES']

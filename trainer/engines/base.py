@@ -4,6 +4,10 @@ import abc
 import contextlib
 
 
+class EngineStartupError(RuntimeError):
+  """The engine cannot start here (missing package, unreachable peers); the message says why."""
+
+
 class Engine(abc.ABC):
   """Runs replica steps on some set of devices and workers, and reduces across them.
 
@@ -119,6 +123,12 @@ class Engine(abc.ABC):
     """
     del count_key
     return dict(results)
+
+  def barrier(self):
+    """Cross-replica, eager. Returns once every worker has reached it (no-op for one worker).
+
+    Called before exiting, so that no worker leaves while a peer still needs it for a collective.
+    """
 
   def checkpoint_dir(self, workdir):
     """Where this process writes checkpoints, or None if it writes none (default: chief only)."""

@@ -15,12 +15,12 @@ INSTALL_HINT = (
 
 
 def import_horovod():
-  """Imports horovod.tensorflow and its Keras module, or raises ImportError with the install recipe."""
+  """Imports horovod.tensorflow and its Keras module, or raises EngineStartupError saying how to install."""
   try:
     import horovod.tensorflow as hvd  # pylint: disable=g-import-not-at-top
     import horovod.tensorflow.keras as hvd_keras  # pylint: disable=g-import-not-at-top
   except Exception as e:  # ImportError, or a build against another TensorFlow (NotFoundError).
-    raise ImportError(f'{INSTALL_HINT} (import failed: {e})') from e
+    raise base.EngineStartupError(f'{INSTALL_HINT} (import failed: {e})') from e
   return hvd, hvd_keras
 
 
@@ -87,6 +87,10 @@ class HorovodEngine(base.Engine):
     # too, so ranks that could not read the checkpoint directory still resume).
     self.hvd.broadcast_variables(model.variables, root_rank=0)
     self.hvd.broadcast_variables(optimizer.variables(), root_rank=0)
+
+  def barrier(self):
+    # Horovod: a tiny all-reduce every rank must join.
+    self.hvd.allreduce(tf.constant(0.0), name='convoy_barrier')
 
   def prepare_optimizer(self, optimizer):
     # Horovod: for fit, the distributed optimizer averages gradients in `minimize`. Its

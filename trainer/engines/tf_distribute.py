@@ -1,9 +1,16 @@
 """Engines backed by tf.distribute strategies: 'default' (no strategy) and 'mirrored'."""
 
+import json
+import os
+import socket
+import tempfile
+import time
+
 from absl import logging
 import tensorflow as tf
 
 from trainer.engines import base
+from trainer.engines import cluster
 
 
 class StrategyEngine(base.Engine):
@@ -110,3 +117,142 @@ def create_mirrored_engine(engine_config):
   logging.info('MirroredStrategy on %s (%s all-reduce)', devices, type(cross_device_ops).__name__)
   return StrategyEngine('mirrored', tf.distribute.MirroredStrategy(
       devices=devices, cross_device_ops=cross_device_ops), devices)
+
+
+class MultiWorkerEngine(StrategyEngine):
+  """MultiWorkerMirroredStrategy: the replicas of several processes (machines) in sync."""
+
+  def __init__(self, strategy, devices, tf_config):
+    super().__init__('multi_worker', strategy, devices)
+    self.tf_config = tf_config
+
+  @property
+  def num_workers(self):
+    return len(self.tf_config['cluster']['worker']) if self.tf_config else 1
+
+  @property
+  def worker_index(self):
+    return self.tf_config['task']['index'] if self.tf_config else 0
+
+  def barrier(self):
+    # A cross-worker all-reduce of a dummy value: nobody passes until everybody arrives.
+    tf.function(self._all_reduce_one)()
+
+  @tf.autograph.experimental.do_not_convert
+  def _all_reduce_one(self):
+    return self.reduce_sum(self.strategy.run(lambda: tf.constant(1.0)))
+
+  def checkpoint_dir(self, workdir):
+    # Saving is a collective under this strategy: every worker must save, but only the chief's
+    # copy is kept; the others write to a private temporary directory.
+    if self.is_chief:
+      return f'{workdir}/checkpoints'
+    return tempfile.mkdtemp(prefix=f'convoy-worker{self.worker_index}-ckpt-')
+
+
+_COLLECTIVES = {
+    'auto': tf.distribute.experimental.CommunicationImplementation.AUTO,
+    'ring': tf.distribute.experimental.CommunicationImplementation.RING,
+    'nccl': tf.distribute.experimental.CommunicationImplementation.NCCL,
+}
+
+
+def wait_for_peers(workers, own_index, timeout_seconds):
+  """Waits until every other worker's server accepts TCP connections, or raises naming the missing.
+
+  MultiWorkerMirroredStrategy itself waits forever for a missing peer (tensorflow#35878); this
+  bounds the wait.
+
+  Raises:
+    EngineStartupError: naming each worker index and address that could not be reached in time.
+  """
+  deadline = time.monotonic() + timeout_seconds
+  pending = {i: address for i, address in enumerate(workers) if i != own_index}
+  while pending:
+    for index, address in list(pending.items()):
+      host, port = address.rsplit(':', 1)
+      try:
+        with socket.create_connection((host, int(port)), timeout=1.0):
+          del pending[index]
+      except OSError:
+        pass
+    if pending and time.monotonic() > deadline:
+      missing = ', '.join(f'worker {i} at {a}' for i, a in sorted(pending.items()))
+      raise base.EngineStartupError(
+          f'worker {own_index}: could not reach {missing} within engine.peer_timeout_seconds='
+          f'{timeout_seconds}. Check that every worker was started and that TF_CONFIG (or the '
+          'Slurm allocation) lists the right hosts and ports.')
+    if pending:
+      time.sleep(0.5)
+
+
+def rendezvous(workers, own_index, timeout_seconds):
+  """Waits until every worker of `workers` is up, or raises naming those that are not.
+
+  MultiWorkerMirroredStrategy's constructor blocks inside TensorFlow's C++ runtime until every
+  worker has joined, forever and holding the GIL (tensorflow#35878), so the wait is bounded here,
+  before it: each worker listens on its own address while it probes the others'. A peer that already
+  moved on is reached through its TensorFlow server on the same port.
+
+  Raises:
+    EngineStartupError: naming each worker that could not be reached, or if our own port is taken.
+  """
+  port = int(workers[own_index].rsplit(':', 1)[1])
+  listener = socket.socket()
+  listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+  try:
+    listener.bind(('', port))
+  except OSError as e:
+    listener.close()
+    raise base.EngineStartupError(f'worker {own_index}: cannot listen on port {port} of {workers[own_index]} '
+                       f'({e.strerror}); another process uses it') from e
+  listener.listen(64)
+  try:
+    wait_for_peers(workers, own_index, timeout_seconds)
+  finally:
+    listener.close()
+
+
+def _configure_coordination_service(tf_config, peer_timeout_seconds):
+  """Configures TF's coordination service as MultiWorkerMirroredStrategy would, but with deadlines.
+
+  Without a registration deadline, a worker waits forever for a peer that never starts
+  (tensorflow#35878); with a heartbeat deadline, the survivors of a dead worker stop instead of
+  hanging. The strategy skips its own configuration when one exists.
+  """
+  from tensorflow.tsl.protobuf import coordination_config_pb2  # pylint: disable=g-import-not-at-top
+  from tensorflow.python.eager import context  # pylint: disable=g-import-not-at-top
+  if context.context().coordination_service is not None:
+    return
+  context.context().configure_coordination_service(
+      service_type='standalone',
+      service_leader='/job:worker/replica:0/task:0',
+      coordinated_jobs=[coordination_config_pb2.CoordinatedJob(
+          name='worker', num_tasks=len(tf_config['cluster']['worker']))],
+      cluster_register_timeout_in_ms=peer_timeout_seconds * 1000,
+      heartbeat_timeout_in_ms=peer_timeout_seconds * 1000)
+
+
+def create_multi_worker_engine(engine_config):
+  """MultiWorkerMirroredStrategy with roles from TF_CONFIG or Slurm's environment.
+
+  Without either, it runs as a single worker (useful to test a config). Collective implementation
+  and timeout come from `engine.collective` and `engine.collective_timeout_seconds`.
+  """
+  tf_config = cluster.resolve_tf_config()
+  if tf_config is not None:
+    os.environ['TF_CONFIG'] = json.dumps(tf_config)
+  else:
+    logging.warning('multi_worker engine without TF_CONFIG or Slurm: running as a single worker')
+  timeout = engine_config.collective_timeout_seconds or None
+  if tf_config is not None:
+    _configure_coordination_service(tf_config, engine_config.peer_timeout_seconds)
+    rendezvous(tf_config['cluster']['worker'], tf_config['task']['index'],
+               engine_config.peer_timeout_seconds)
+  strategy = tf.distribute.MultiWorkerMirroredStrategy(
+      communication_options=tf.distribute.experimental.CommunicationOptions(
+          implementation=_COLLECTIVES[engine_config.collective], timeout_seconds=timeout))
+  devices = strategy.extended.worker_devices
+  logging.info('MultiWorkerMirroredStrategy: worker %s, local devices %s',
+               tf_config and tf_config['task']['index'], list(devices))
+  return MultiWorkerEngine(strategy, devices, tf_config)

@@ -1,0 +1,94 @@
+"""multi_worker and horovod with 2 real local processes: the weights of mirrored x2, one checkpoint
+and one summary, resume, and clear failures (missing Horovod, a worker that never starts)."""
+
+import json
+import os
+import shutil
+import sys
+import time
+
+import pytest
+import tensorflow as tf
+
+from trainer import experiment
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope='module')
+def mirrored_workdir(tmp_path_factory, helpers):
+  """The tiny deterministic run on mirrored x2 (custom loop), trained in this process."""
+  workdir = str(tmp_path_factory.mktemp('mirrored'))
+  experiment.train_and_evaluate(helpers.make_tiny_config(), workdir)
+  return workdir
+
+
+def _launch(helpers, engine, workdir, *extra):
+  result = helpers.run_launcher(engine, 2, f'--config=configs/{engine}.py', f'--workdir={workdir}',
+                                *helpers.tiny_args, *extra)
+  assert result.returncode == 0, result.stderr[-4000:]
+  return result
+
+
+@pytest.mark.parametrize('engine', ['multi_worker', 'horovod'])
+@pytest.mark.parametrize('loop', ['custom', 'fit'])
+def test_two_workers_match_mirrored_two_replicas(engine, loop, mirrored_workdir, tmp_path, helpers):
+  workdir = tmp_path / 'run'
+  _launch(helpers, engine, workdir, f'--config.loop={loop}')
+  helpers.assert_same_weights(helpers.checkpoint_weights(str(workdir)),
+                              helpers.checkpoint_weights(mirrored_workdir))
+  # One checkpoint directory and one summary, written by the chief only.
+  assert sorted(os.listdir(workdir)) == ['checkpoints', 'config.json', 'summary.json',
+                                         'tensorboard']
+  assert sorted(os.listdir(workdir / 'checkpoints')) == [
+      'checkpoint', 'ckpt-10.data-00000-of-00001', 'ckpt-10.index', 'ckpt-20.data-00000-of-00001',
+      'ckpt-20.index']
+  summary = json.loads((workdir / 'summary.json').read_text())
+  assert (summary['engine'], summary['num_workers'], summary['num_replicas']) == (engine, 2, 2)
+  assert summary['eval_examples'] == 360 and summary['steps'] == 20
+
+
+def test_horovod_resume_continues_with_identical_state(mirrored_workdir, tmp_path, helpers):
+  straight = tmp_path / 'straight'
+  _launch(helpers, 'horovod', straight)
+  resumed = tmp_path / 'resumed'
+  os.makedirs(resumed / 'checkpoints')
+  for name in os.listdir(straight / 'checkpoints'):
+    if name.startswith('ckpt-10.'):
+      shutil.copy(straight / 'checkpoints' / name, resumed / 'checkpoints')
+  tf.compat.v1.train.update_checkpoint_state(str(resumed / 'checkpoints'),
+                                             str(resumed / 'checkpoints' / 'ckpt-10'))
+  result = _launch(helpers, 'horovod', resumed)
+  # Both ranks start from step 10 (rank 0 restores, then broadcasts).
+  assert result.stdout.count('Resumed from') + result.stderr.count('Resumed from') >= 1
+  assert json.loads((resumed / 'summary.json').read_text())['start_step'] == 10
+  helpers.assert_same_weights(helpers.checkpoint_weights(str(resumed), include_optimizer=True),
+                              helpers.checkpoint_weights(str(straight), include_optimizer=True))
+
+
+def test_missing_horovod_fails_at_once_saying_how_to_install(tmp_path, helpers):
+  shim = tmp_path / 'shim' / 'horovod'
+  shim.mkdir(parents=True)
+  (shim / '__init__.py').write_text('raise ImportError("horovod is not installed")\n')
+  result = helpers.run_cli(f'--workdir={tmp_path / "run"}', '--config=configs/horovod.py',
+                           env={'PYTHONPATH': f'{shim.parent}{os.pathsep}{helpers.repo}'},
+                           timeout=120)
+  assert result.returncode == 3, result.stderr[-3000:]
+  assert 'make setup' in result.stderr and 'horovodrun --check-build' in result.stderr
+  assert 'Traceback' not in result.stderr
+
+
+def test_worker_whose_peer_never_starts_fails_within_timeout(tmp_path, helpers):
+  from launch import local  # pylint: disable=g-import-not-at-top
+  ports = local.free_ports(2)
+  tf_config = {'cluster': {'worker': [f'localhost:{p}' for p in ports]},
+               'task': {'type': 'worker', 'index': 0}}
+  start = time.monotonic()
+  result = helpers.run_cli(f'--workdir={tmp_path}', '--config=configs/multi_worker.py',
+                           '--config.engine.peer_timeout_seconds=5',
+                           env={'TF_CONFIG': json.dumps(tf_config)}, timeout=120)
+  elapsed = time.monotonic() - start
+  assert result.returncode == 3, result.stderr[-3000:]
+  assert f'could not reach worker 1 at localhost:{ports[1]}' in result.stderr
+  assert 'engine.peer_timeout_seconds=5' in result.stderr
+  assert elapsed < 60  # Bounded: start-up plus the 5 s timeout, never a hang.
