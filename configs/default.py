@@ -55,12 +55,41 @@ def get_config():
   config.model.weight_decay = 1e-4
 
   config.data = ml_collections.ConfigDict()
-  # 'digits' (scikit-learn's 8x8 digits, ships with the package) or 'synthetic' (random tensors).
+  # Where examples come from: 'digits' (scikit-learn's 8x8 digits, in memory), 'tfds' (a TFDS
+  # dataset by name, e.g. the built-in 'convoy_digits', 'mnist', 'cifar10', 'imagenet2012'),
+  # 'tfrecord' (shards in the ImageNet layout, see `python -m input_pipeline.convert`) or
+  # 'synthetic' (random images, for measuring compute alone).
   config.data.source = 'digits'
-  # Square size the images are resized to (digits are 8x8; -1 keeps the source size).
+  # Square size the images are resized to (-1 keeps the source size; required for tfrecord).
   config.data.image_size = -1
   # Fraction of the digits held out for evaluation (never trained on).
   config.data.eval_fraction = 0.2
+  # 'tfds': dataset name, its data_dir ('' = TFDS's default, ~/tensorflow_datasets), splits, and
+  # whether to hold it in memory ('auto': when its decoded images fit in a quarter of
+  # ram_budget_mb; 'yes'; 'no': stream from its files).
+  config.data.tfds_name = 'convoy_digits'
+  config.data.data_dir = ''
+  config.data.train_split = 'train'
+  config.data.eval_split = 'test'
+  config.data.in_memory = 'auto'
+  # 'tfrecord': file patterns, number of classes, image channels and a label offset (-1 for
+  # ImageNet shards whose labels start at 1).
+  config.data.train_files = ''
+  config.data.eval_files = ''
+  config.data.num_classes = -1
+  config.data.channels = 3
+  config.data.label_offset = 0
+  # Streamed sources: shuffle buffer (examples), files read in parallel, training augmentation
+  # ('none', 'flip_crop' for 32x32 images, 'random_resized_crop' for ImageNet; evaluation then
+  # uses a center crop).
+  config.data.shuffle_buffer = 10000
+  config.data.interleave_cycle_length = 16
+  config.data.train_augment = 'none'
+  # tf.data: deterministic element order (reproducible, exact resume), the RAM budget of tf.data's
+  # autotuner in MiB, and a private thread pool size (0: TensorFlow's shared pool).
+  config.data.deterministic_order = True
+  config.data.ram_budget_mb = 4096
+  config.data.private_threadpool_size = 0
   # Number of examples per epoch for 'synthetic' data.
   config.data.synthetic_examples = 4096
   # Shape of synthetic images (height = width) and their classes.

@@ -9,7 +9,9 @@ DEVICES = ('auto', 'cpu', 'gpu')
 ALL_REDUCE = ('nccl', 'hierarchical_copy', 'reduction_to_one')
 MODELS = ('small_cnn', 'resnet_cifar', 'resnet50')
 BATCH_NORM = ('none', 'local', 'sync')
-SOURCES = ('digits', 'synthetic')
+SOURCES = ('digits', 'tfds', 'tfrecord', 'synthetic')
+AUGMENTATIONS = ('none', 'flip_crop', 'random_resized_crop')
+IN_MEMORY = ('auto', 'yes', 'no')
 OPTIMIZERS = ('sgd', 'adam')
 LR_SCHEDULES = ('constant', 'cosine', 'step')
 
@@ -123,6 +125,25 @@ def validate(config):
   c.positive_int('data.synthetic_image_size')
   c.positive_int('data.synthetic_num_classes')
   c.positive_int('data.prefetch', allow=(-1,))
+  c.choice('data.in_memory', IN_MEMORY)
+  c.positive_int('data.num_classes', allow=(-1,))
+  c.choice('data.channels', (1, 3))
+  c.positive_int('data.shuffle_buffer')
+  c.positive_int('data.interleave_cycle_length')
+  c.choice('data.train_augment', AUGMENTATIONS)
+  if not isinstance(config.data.deterministic_order, bool):
+    c.fail('data.deterministic_order', 'must be True or False')
+  c.positive_int('data.ram_budget_mb')
+  if not _is_int(config.data.private_threadpool_size) or config.data.private_threadpool_size < 0:
+    c.fail('data.private_threadpool_size', 'must be a non-negative integer (0: shared pool)')
+  if config.data.source == 'tfrecord':
+    for field in ('train_files', 'eval_files'):
+      if not config.data[field]:
+        c.fail(f'data.{field}', "must be a file pattern with data.source='tfrecord'")
+    if config.data.num_classes == -1:
+      c.fail('data.num_classes', "must be set with data.source='tfrecord'")
+    if config.data.image_size == -1:
+      c.fail('data.image_size', "must be set with data.source='tfrecord'")
 
   train = config.train
   c.positive_int('train.global_batch_size')

@@ -15,6 +15,9 @@ input pipeline (worker), and within a worker one per replica. Hence:
 from absl import logging
 import tensorflow as tf
 
+from input_pipeline import sources
+from input_pipeline import streaming
+
 
 def _autotune(value):
   return tf.data.AUTOTUNE if value == -1 else value
@@ -49,13 +52,15 @@ def create_train_dataset(config, source, input_context, start_step=0):
 
   Args:
     config: the experiment config (uses `seed`, `train.global_batch_size`, `data.*`).
-    source: an `ArraySource` (see sources.py).
+    source: an `ArraySource` (in memory) or a `FileSource` (streamed; see sources.py).
     input_context: the `tf.distribute.InputContext` of this pipeline.
     start_step: optimizer steps already taken (resume point).
 
   Returns:
     A dataset of `(images, labels)` batches of the per-replica batch size.
   """
+  if isinstance(source, sources.FileSource):
+    return streaming.create_train_stream(config, source, input_context, start_step)
   global_batch = config.train.global_batch_size
   per_replica, pipeline_batch, offset = _pipeline_layout(global_batch, input_context)
   num_examples = source.num_train_examples
@@ -83,12 +88,16 @@ def eval_shard(num_examples, input_context):
   return num_examples * index // pipelines, num_examples * (index + 1) // pipelines
 
 
-def num_eval_steps(num_examples, global_batch_size, num_replicas, num_pipelines):
+def num_eval_steps(num_examples, global_batch_size, num_replicas, num_pipelines, balanced=True):
   """Distributed steps needed to see every eval example: the most any input pipeline needs.
 
-  Pipelines with fewer batches hand empty batches to their replicas in the last steps.
+  Pipelines with fewer batches hand empty batches to their replicas in the last steps. With
+  `balanced=False` (streams sharded by file, whose pipelines may hold unequal shares) this is an
+  upper bound: a pipeline's batches one replica at a time; loops stop when the data runs out.
   """
   per_replica = global_batch_size // num_replicas
+  if not balanced:
+    return -(-num_examples // per_replica)
   replicas_per_pipeline = num_replicas // num_pipelines
   steps = 0
   for index in range(num_pipelines):
@@ -105,6 +114,8 @@ def create_eval_dataset(config, source, input_context):
   The last batch is kept even when partial (no example is dropped); replicas left without data in
   the last step receive empty batches, which the eval step counts as zero examples.
   """
+  if isinstance(source, sources.FileSource):
+    return streaming.create_eval_stream(config, source, input_context)
   per_replica = input_context.get_per_replica_batch_size(config.train.global_batch_size)
   start, stop = eval_shard(source.num_eval_examples, input_context)
   dataset = tf.data.Dataset.from_tensor_slices(
@@ -118,10 +129,4 @@ def create_eval_dataset(config, source, input_context):
 
 
 def _options(config):
-  """tf.data options shared by every pipeline."""
-  options = tf.data.Options()
-  options.deterministic = True
-  # Sharding is done by hand (see the module docstring); tf.distribute must not shard again.
-  options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-  del config
-  return options
+  return streaming.pipeline_options(config)

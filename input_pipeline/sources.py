@@ -70,11 +70,166 @@ def make_synthetic(num_examples, image_size, num_classes, seed):
       num_classes=num_classes)
 
 
+class DataError(ValueError):
+  """The data cannot be read as configured (missing path, empty glob, unprepared dataset, corrupt
+  record); the message says what is wrong and what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FileSource:
+  """Records in files, read as a stream: TFRecord shards or a prepared TFDS dataset.
+
+  `parse_fn(serialized) -> (encoded_image, label, example_id)` decodes nothing but the record.
+  """
+  name: str
+  train_files: tuple
+  eval_files: tuple
+  parse_fn: object
+  num_classes: int
+  image_shape: tuple  # (height, width, channels) the model sees, after preprocessing.
+  num_train_examples: int  # -1 if unknown
+  num_eval_examples: int  # -1 if unknown
+
+
+def _glob(pattern, field):
+  """Sorted files matching `pattern`, or DataError naming the config field."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if not pattern:
+    raise DataError(f'{field} is empty: give a file pattern such as /data/imagenet/train-*')
+  files = sorted(tf.io.gfile.glob(pattern))
+  if not files:
+    parent = pattern.rsplit('/', 1)[0] if '/' in pattern else '.'
+    hint = ('the directory does not exist' if not tf.io.gfile.exists(parent)
+            else 'no file matches in an existing directory')
+    raise DataError(f'{field}={pattern!r} matches no file ({hint}). Convert images with '
+                    '`python -m input_pipeline.convert` or fix the pattern.')
+  return tuple(files)
+
+
+def _manifest_counts(files):
+  """Example count from a converter manifest next to the files, or -1."""
+  import json  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  path = os.path.join(os.path.dirname(files[0]), 'manifest.json')
+  try:
+    with open(path) as f:
+      manifest = json.load(f)
+    return int(manifest['total']) if set(files) <= {
+        os.path.join(os.path.dirname(files[0]), n) for n in manifest['shards']} else -1
+  except (OSError, ValueError, KeyError, TypeError):
+    return -1
+
+
+def load_tfrecords(data_config):
+  """TFRecord shards in the ImageNet layout (see records.py) from two file patterns."""
+  from input_pipeline import records  # pylint: disable=g-import-not-at-top
+  train = _glob(data_config.train_files, 'data.train_files')
+  evaluation = _glob(data_config.eval_files, 'data.eval_files')
+  if data_config.num_classes <= 0:
+    raise DataError('data.num_classes must be set (> 0) for data.source=tfrecord')
+  size = data_config.image_size
+  if size == -1:
+    raise DataError('data.image_size must be set (> 0) for data.source=tfrecord: records hold '
+                    'images of any size')
+  offset = data_config.label_offset
+
+  def parse(serialized):
+    image, label, example_id = records.parse_record(serialized)
+    return image, label + offset, example_id
+
+  return FileSource('tfrecord', train, evaluation, parse, data_config.num_classes,
+                    (size, size, data_config.channels), _manifest_counts(train),
+                    _manifest_counts(evaluation))
+
+
+def _tfds_builder(data_config):
+  """The prepared TFDS builder of `data.tfds_name`, or DataError saying how to prepare it."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from input_pipeline import tfds_digits  # pylint: disable=g-import-not-at-top  (registers it)
+  name, data_dir = data_config.tfds_name, data_config.data_dir or None
+  if name == tfds_digits.NAME:
+    return tfds_digits.prepare(data_dir)
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+  except Exception as e:  # DatasetNotFoundError and friends.
+    raise DataError(f'data.tfds_name={name!r}: not a TFDS dataset ({e})') from e
+  if not builder.is_prepared():
+    where = data_dir or '~/tensorflow_datasets'
+    manual = (' imagenet2012 needs a manual download first: put ILSVRC2012_img_train.tar and '
+              f'ILSVRC2012_img_val.tar in {where}/downloads/manual/.'
+              if name.startswith('imagenet') else '')
+    raise DataError(
+        f'TFDS dataset {name!r} is not prepared in {where}. Prepare it once (this downloads) with: '
+        f'python -c "import tensorflow_datasets as tfds; tfds.builder({name!r}, data_dir='
+        f'{where!r}).download_and_prepare()" or `tfds build {name} --data_dir={where}`.{manual}')
+  return builder
+
+
+def load_tfds(data_config, seed):
+  """A TFDS dataset by name: in memory when small (`data.in_memory`), else streamed from its files."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  del seed
+  builder = _tfds_builder(data_config)
+  info = builder.info
+  splits = (data_config.train_split, data_config.eval_split)
+  for split in splits:
+    if split not in info.splits:
+      raise DataError(f'split {split!r} not in {info.name} (has {", ".join(info.splits)})')
+  shape = tuple(info.features['image'].shape)
+  num_classes = info.features['label'].num_classes
+  decoded_bytes = (None not in shape) and 4 * int(np.prod(shape)) * sum(
+      info.splits[s].num_examples for s in splits)
+  if data_config.in_memory == 'yes' or (data_config.in_memory == 'auto' and decoded_bytes and
+                                        decoded_bytes <= data_config.ram_budget_mb * 2**20 // 4):
+    arrays = [tfds.as_numpy(builder.as_dataset(split=s, batch_size=-1)) for s in splits]
+    images = [a['image'].astype(np.float32) / 255.0 for a in arrays]
+    return ArraySource(images[0], arrays[0]['label'].astype(np.int32), images[1],
+                       arrays[1]['label'].astype(np.int32), num_classes)
+  return _tfds_file_source(data_config, builder, shape, num_classes)
+
+
+def _tfds_file_source(data_config, builder, shape, num_classes):
+  """Streams a prepared TFDS dataset from its record files, decoding images in the pipeline."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  info = builder.info
+  features = info.features
+  has_id = 'id' in features
+
+  def parse(serialized):
+    example = features.deserialize_example(serialized, decoders={'image': tfds.decode.SkipDecoding()})
+    example_id = example['id'] if has_id else tf.constant(-1, tf.int64)
+    return example['image'], example['label'], tf.cast(example_id, tf.int64)
+
+  size = data_config.image_size
+  if size == -1 and None in shape[:2]:
+    raise DataError(f'data.image_size must be set: {info.name} images have no fixed size')
+  out_shape = (shape[0], shape[1], shape[2]) if size == -1 else (size, size, shape[2] or 3)
+  files = [tuple(str(p) for p in info.splits[s].filepaths)
+           for s in (data_config.train_split, data_config.eval_split)]
+  return FileSource(f'tfds:{info.name}', files[0], files[1], parse, num_classes, out_shape,
+                    info.splits[data_config.train_split].num_examples,
+                    info.splits[data_config.eval_split].num_examples)
+
+
 def create_source(data_config, seed):
-  """Loads the source named by `data_config.source` ('digits' or 'synthetic')."""
+  """Loads the source named by `data_config.source`: 'digits', 'tfds', 'tfrecord' or 'synthetic'.
+
+  Returns:
+    An `ArraySource` (in memory) or a `FileSource` (streamed).
+
+  Raises:
+    DataError: if the data is missing, with what to do about it.
+  """
   if data_config.source == 'digits':
     return load_digits(data_config.eval_fraction)
   if data_config.source == 'synthetic':
     return make_synthetic(data_config.synthetic_examples, data_config.synthetic_image_size,
                           data_config.synthetic_num_classes, seed)
-  raise ValueError(f"data.source={data_config.source!r}: must be 'digits' or 'synthetic'")
+  if data_config.source == 'tfds':
+    return load_tfds(data_config, seed)
+  if data_config.source == 'tfrecord':
+    return load_tfrecords(data_config)
+  raise DataError(f"data.source={data_config.source!r}: must be one of 'digits', 'tfds', "
+                  "'tfrecord', 'synthetic'")

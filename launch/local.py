@@ -126,17 +126,27 @@ def run(workers, timeout_seconds=0, out=None, err=None):
   """
   out, err = out or sys.stdout, err or sys.stderr
   processes, pumps = [], []
-  for worker in workers:
-    cpus = worker.cpus
-    process = subprocess.Popen(
-        worker.argv, env=dict(os.environ, **worker.env), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, bufsize=1, start_new_session=True,
-        preexec_fn=(lambda c=cpus: os.sched_setaffinity(0, c)) if cpus else None)
-    processes.append(process)
-    for stream, sink in ((process.stdout, out), (process.stderr, err)):
-      pump = threading.Thread(target=_pump, args=(stream, sink, f'[{worker.label}] '), daemon=True)
-      pump.start()
-      pumps.append(pump)
+  try:
+    for worker in workers:
+      cpus = worker.cpus
+      # errors='replace': one undecodable byte must not kill the relay (the worker would then
+      # block forever on a full pipe).
+      process = subprocess.Popen(
+          worker.argv, env=dict(os.environ, **worker.env), stdout=subprocess.PIPE,
+          stderr=subprocess.PIPE, text=True, errors='replace', bufsize=1, start_new_session=True,
+          preexec_fn=(lambda c=cpus: os.sched_setaffinity(0, c)) if cpus else None)
+      processes.append(process)
+      for stream, sink in ((process.stdout, out), (process.stderr, err)):
+        pump = threading.Thread(target=_pump, args=(stream, sink, f'[{worker.label}] '),
+                                daemon=True)
+        pump.start()
+        pumps.append(pump)
+  except BaseException:
+    # A worker could not be started (bad argv, CPUs, Ctrl-C): do not orphan those already running.
+    _stop(processes, signal.SIGKILL)
+    for process in processes:
+      process.wait()
+    raise
   code = _wait(workers, processes, timeout_seconds, err)
   for pump in pumps:
     pump.join(timeout=5)
@@ -181,10 +191,14 @@ def main(argv):
   trainer_args = argv[1:]
   if trainer_args and trainer_args[0] == '--':
     trainer_args = trainer_args[1:]
-  if _ENGINE.value == 'horovod':
-    workers = horovod_processes(_NUM_WORKERS.value, trainer_args, pin=_PIN_CPUS.value)
-  else:
-    workers = multi_worker_processes(_NUM_WORKERS.value, trainer_args, pin=_PIN_CPUS.value)
+  try:
+    if _ENGINE.value == 'horovod':
+      workers = horovod_processes(_NUM_WORKERS.value, trainer_args, pin=_PIN_CPUS.value)
+    else:
+      workers = multi_worker_processes(_NUM_WORKERS.value, trainer_args, pin=_PIN_CPUS.value)
+  except (ValueError, FileNotFoundError) as e:
+    print(f'launch: error: {e}', file=sys.stderr)
+    return 2
   return run(workers, _TIMEOUT.value)
 
 

@@ -13,6 +13,7 @@ import tf_keras
 from configs import validation
 from input_pipeline import datasets
 from input_pipeline import sources
+from input_pipeline import streaming
 from trainer import checkpoints
 from trainer import controller as controller_lib
 from trainer import engines
@@ -73,9 +74,18 @@ def create_model_and_optimizer(config, engine, source, total_steps):
 
 def source_image_shape(config, source):
   """Shape of the images the model sees, after the pipeline's resizing."""
+  if isinstance(source, sources.FileSource):
+    return source.image_shape
   height, width, channels = source.image_shape
   size = config.data.image_size
   return (height, width, channels) if size == -1 else (size, size, channels)
+
+
+def _count_eval_examples(source):
+  """Eval examples of the source (counted from the files when no manifest or info says)."""
+  if isinstance(source, sources.FileSource) and source.num_eval_examples < 0:
+    return sum(1 for _ in tf.data.TFRecordDataset(list(source.eval_files)))
+  return source.num_eval_examples
 
 
 def train_and_evaluate(config, workdir):
@@ -119,11 +129,19 @@ def train_and_evaluate(config, workdir):
           lambda ctx: datasets.create_train_dataset(config, source, ctx, start_step)),
       create_eval_dataset=lambda: engine.distribute_dataset(
           lambda ctx: datasets.create_eval_dataset(config, source, ctx)),
-      eval_steps=datasets.num_eval_steps(source.num_eval_examples, config.train.global_batch_size,
-                                         engine.num_replicas, engine.num_workers))
+      eval_steps=datasets.num_eval_steps(_count_eval_examples(source),
+                                         config.train.global_batch_size, engine.num_replicas,
+                                         engine.num_workers,
+                                         balanced=not isinstance(source, sources.FileSource)))
   controller = controller_lib.Controller(config, engine, workdir, checkpointer, learning_rate_fn,
                                          start_step, total_steps)
-  loops.LOOPS[config.loop](config, engine, model, optimizer, data, controller)
+  try:
+    loops.LOOPS[config.loop](config, engine, model, optimizer, data, controller)
+  except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+    if not isinstance(source, sources.FileSource):
+      raise
+    streaming.raise_if_corrupt(source, e)
+    raise
 
   export_dir = None
   if config.train.export:

@@ -15,6 +15,7 @@ from configs import validation
 
 USAGE_ERROR = 2  # Exit code for a bad command line or config (nothing was run).
 STARTUP_ERROR = 3  # Exit code when the engine cannot start (missing package, unreachable peers).
+DATA_ERROR = 4  # Exit code when the data cannot be read (missing, unprepared, corrupt).
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, TensorBoard logs, the '
                                'exported model and summary.json. Reusing it resumes training.')
@@ -98,12 +99,15 @@ def main(argv, config_flag):
   except validation.ConfigError as e:
     _fail(e)
   from trainer import experiment  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
+  from input_pipeline import sources  # pylint: disable=g-import-not-at-top
   from trainer import engines  # pylint: disable=g-import-not-at-top
   experiment.quiet_tensorflow_logs()
   try:
     summary = experiment.train_and_evaluate(config, _WORKDIR.value)
   except engines.EngineStartupError as e:
     _fail(e, STARTUP_ERROR)
+  except sources.DataError as e:
+    _fail(e, DATA_ERROR)
   if summary['worker_index'] == 0:  # Only the chief reports.
     _print_summary(summary)
 

@@ -305,24 +305,26 @@ def test_run_survives_output_that_is_not_utf8():
   assert proc_out.getvalue().splitlines()[-1] == '[w] after'
 
 
-def test_run_that_cannot_start_a_worker_stops_those_already_started(tmp_path):
-  marker = tmp_path / 'pids'
-  sleeper = local.Worker('sleeper', py(
-      f"import os, time; open({str(marker)!r}, 'w').write(str(os.getpid())); time.sleep(60)"), {})
+def test_run_that_cannot_start_a_worker_stops_those_already_started(tmp_path, monkeypatch):
+  started = []
+
+  class RecordingPopen(subprocess.Popen):
+    def __init__(self, *args, **kwargs):
+      super().__init__(*args, **kwargs)
+      started.append(self)
+
+  monkeypatch.setattr(local.subprocess, 'Popen', RecordingPopen)
   missing = local.Worker('missing', [str(tmp_path / 'no-such-program')], {})
-  pid = None
   try:
     with pytest.raises(FileNotFoundError):
-      local.run([sleeper, missing], out=io.StringIO(), err=io.StringIO())
-    deadline = time.monotonic() + 5
-    while not marker.exists() and time.monotonic() < deadline:
-      time.sleep(0.05)
-    time.sleep(0.2)
-    pid = int(marker.read_text()) if marker.exists() and marker.read_text() else None
-    assert pid is None or not alive(pid), 'a started worker was left running'
+      local.run([worker('sleeper', SLEEPER), missing], out=io.StringIO(), err=io.StringIO())
+    assert len(started) == 1
+    assert started[0].poll() is not None, 'a started worker was left running'
   finally:
-    if pid:
-      kill_all([pid])
+    for process in started:
+      if process.poll() is None:
+        process.kill()
+        process.wait()
 
 
 # --- command line -------------------------------------------------------------------------------

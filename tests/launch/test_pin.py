@@ -1,6 +1,7 @@
 """Tests of launch/pin.py: local rank detection and pinning a command to its share of the CPUs."""
 
 import importlib
+import io
 import os
 import subprocess
 import sys
@@ -73,3 +74,23 @@ def test_horovod_pin_wrapper_pins_each_rank():
                           env=dict(os.environ, HOROVOD_LOCAL_RANK='1'))
   assert result.returncode == 0, result.stderr
   assert result.stdout == f'{local.cpu_shares(2, ALLOWED_CPUS)[1]}\n'
+
+
+@needs_two_cpus
+def test_horovodrun_ranks_pin_themselves_through_local_run():
+  # Real horovodrun (it imports TensorFlow, ~5 s; no training): checks that it sets the local
+  # rank launch.pin reads. The trainer is swapped for a probe printing each rank's CPUs.
+  try:
+    (w,) = local.horovod_processes(2, [], python=sys.executable, pin=True)
+  except FileNotFoundError:
+    pytest.skip('horovodrun is not installed')
+  gloo = w.argv.index('--gloo') + 1
+  wrapper = w.argv[gloo:][:w.argv[gloo:].index('--') + 1]
+  probe = local.Worker(w.label, [*w.argv[:gloo], *wrapper, sys.executable, '-c', SHOW_CPUS], {})
+  out = io.StringIO()
+  code = local.run([probe], timeout_seconds=100, out=out, err=io.StringIO())
+  assert code == 0, out.getvalue()
+  shares = local.cpu_shares(2, ALLOWED_CPUS)
+  lines = out.getvalue().splitlines()
+  for rank in (0, 1):
+    assert f'[horovodrun] [{rank}]<stdout>:{shares[rank]}' in lines, lines

@@ -1,0 +1,69 @@
+"""Decoding and augmentation of encoded images, for training (random) and evaluation (fixed).
+
+Random choices use stateless ops seeded per example, so the augmentation of an example does not
+depend on thread scheduling or on where a resumed run started.
+"""
+
+import tensorflow as tf
+
+AUGMENTATIONS = ('none', 'flip_crop', 'random_resized_crop')
+_EVAL_CROP_FRACTION = 0.875  # ImageNet convention: resize, then keep the central 87.5%.
+
+
+def decode(encoded, channels):
+  """Decodes JPEG/PNG bytes to float32 in [0, 1] with `channels` channels."""
+  image = tf.io.decode_image(encoded, channels=channels, expand_animations=False)
+  return tf.image.convert_image_dtype(image, tf.float32)
+
+
+def _resize(image, height, width):
+  return tf.image.resize(image, (height, width), antialias=True)
+
+
+def _flip_crop(image, height, width, seed):
+  """CIFAR-style: resize, pad by 1/8 of the size, random crop back, random horizontal flip."""
+  image = _resize(image, height, width)
+  pad = max(1, height // 8)
+  image = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]], mode='REFLECT')
+  image = tf.image.stateless_random_crop(image, (height, width, tf.shape(image)[-1]), seed=seed)
+  return tf.image.stateless_random_flip_left_right(image, seed=seed + 1)
+
+
+def _random_resized_crop(image, height, width, seed):
+  """ImageNet-style: a random crop of 8-100% of the area, aspect 3/4-4/3, resized, random flip."""
+  begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+      tf.shape(image), bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=seed,
+      min_object_covered=0.1, aspect_ratio_range=(3 / 4, 4 / 3), area_range=(0.08, 1.0),
+      max_attempts=10, use_image_if_no_bounding_boxes=True)
+  image = _resize(tf.slice(image, begin, size), height, width)
+  return tf.image.stateless_random_flip_left_right(image, seed=seed + 1)
+
+
+def preprocess_for_train(encoded, image_shape, augment, seed):
+  """Decodes and augments one training image to `image_shape` (height, width, channels).
+
+  Args:
+    encoded: JPEG/PNG bytes.
+    image_shape: output (height, width, channels).
+    augment: one of AUGMENTATIONS.
+    seed: int64 tensor of shape [3] (seed, pipeline, example index); stateless ops use 2 of them.
+  """
+  height, width, channels = image_shape
+  image = decode(encoded, channels)
+  seed = tf.cast(tf.stack([seed[0] * 1000003 + seed[1], seed[2]]), tf.int64)
+  if augment == 'flip_crop':
+    image = _flip_crop(image, height, width, seed)
+  elif augment == 'random_resized_crop':
+    image = _random_resized_crop(image, height, width, seed)
+  else:
+    image = _resize(image, height, width)
+  return tf.ensure_shape(image, image_shape)
+
+
+def preprocess_for_eval(encoded, image_shape, augment):
+  """Decodes one eval image: a central crop for 'random_resized_crop' training, else a resize."""
+  height, width, channels = image_shape
+  image = decode(encoded, channels)
+  if augment == 'random_resized_crop':
+    image = tf.image.central_crop(image, _EVAL_CROP_FRACTION)
+  return tf.ensure_shape(_resize(image, height, width), image_shape)

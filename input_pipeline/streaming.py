@@ -1,0 +1,135 @@
+"""Streamed pipelines over record files (TFRecord shards, TFDS): shard, interleave, shuffle, decode,
+augment, batch, prefetch.
+
+Sharding across input pipelines (workers or Horovod ranks) is by file when there are at least as
+many files as pipelines, else by example (each pipeline reads every file and keeps every P-th
+record); the choice is logged. In deterministic order (`data.deterministic_order`), the stream is
+a pure function of the seed, so a resumed run skips the records already consumed (without decoding
+them) and continues exactly. Evaluation reads each example once across all pipelines.
+"""
+
+from absl import logging
+import tensorflow as tf
+
+from input_pipeline import preprocess
+
+
+def pipeline_options(config):
+  """tf.data options shared by every pipeline, set deliberately (see README "Input pipeline")."""
+  data = config.data
+  options = tf.data.Options()
+  options.deterministic = data.deterministic_order
+  # Sharding is done by hand; tf.distribute must not shard again.
+  options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+  options.autotune.enabled = True
+  options.autotune.ram_budget = data.ram_budget_mb * 2**20
+  if data.private_threadpool_size > 0:
+    options.threading.private_threadpool_size = data.private_threadpool_size
+  options.experimental_optimization.map_and_batch_fusion = True
+  options.experimental_optimization.map_parallelization = True
+  return options
+
+
+def shard_files(files, input_context):
+  """Returns (this pipeline's files, 'file' or 'example' sharding) per the rule above."""
+  pipelines, index = input_context.num_input_pipelines, input_context.input_pipeline_id
+  if pipelines == 1:
+    return list(files), 'none'
+  if len(files) >= pipelines:
+    return list(files[index::pipelines]), 'file'
+  return list(files), 'example'
+
+
+def _records(files, config, sharding, input_context, shuffle_files):
+  """Interleaved `(serialized, file_name)` records of `files` (sharded by example if asked)."""
+  data = config.data
+  dataset = tf.data.Dataset.from_tensor_slices(files)
+  if shuffle_files:
+    dataset = dataset.shuffle(len(files), seed=config.seed, reshuffle_each_iteration=True)
+  cycle = max(1, min(data.interleave_cycle_length, len(files)))
+  dataset = dataset.interleave(
+      lambda f: tf.data.TFRecordDataset(f).map(lambda r: (r, f)), cycle_length=cycle,
+      num_parallel_calls=tf.data.AUTOTUNE if cycle > 1 else None, deterministic=True)
+  if sharding == 'example':
+    dataset = dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+  return dataset
+
+
+def create_train_stream(config, source, input_context, start_step=0):
+  """The infinite training stream of one input pipeline, resumed at optimizer step `start_step`."""
+  global_batch = config.train.global_batch_size
+  per_replica = input_context.get_per_replica_batch_size(global_batch)
+  pipeline_batch = per_replica * (input_context.num_replicas_in_sync //
+                                  input_context.num_input_pipelines)
+  files, sharding = shard_files(source.train_files, input_context)
+  logging.info('Train pipeline %d/%d: %s sharding over %d of %d files of %s',
+               input_context.input_pipeline_id, input_context.num_input_pipelines, sharding,
+               len(files), len(source.train_files), source.name)
+  dataset = _records(files, config, sharding, input_context, shuffle_files=True).repeat()
+  dataset = dataset.shuffle(config.data.shuffle_buffer, seed=config.seed + 1,
+                            reshuffle_each_iteration=True)
+  # Number records before skipping, so each keeps its augmentation seed after a resume.
+  dataset = dataset.enumerate().skip(start_step * pipeline_batch)
+  seed = (config.seed, input_context.input_pipeline_id)
+
+  def decode(index, record):
+    serialized, _ = record
+    image, label, _ = source.parse_fn(serialized)
+    image = preprocess.preprocess_for_train(image, source.image_shape, config.data.train_augment,
+                                            tf.stack([seed[0], seed[1], index]))
+    return image, tf.cast(label, tf.int32)
+
+  dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+  dataset = dataset.batch(per_replica, drop_remainder=True)
+  return dataset.prefetch(tf.data.AUTOTUNE).with_options(pipeline_options(config))
+
+
+def create_eval_stream(config, source, input_context):
+  """The finite eval stream of one input pipeline; all pipelines together read each example once.
+
+  With file sharding every pipeline reads whole files; with example sharding every pipeline reads
+  all files and keeps every P-th record. Either way nothing is dropped (the last batch is partial).
+  """
+  per_replica = input_context.get_per_replica_batch_size(config.train.global_batch_size)
+  files, sharding = shard_files(source.eval_files, input_context)
+  dataset = _records(files, config, sharding, input_context, shuffle_files=False)
+
+  def decode(serialized, _):
+    image, label, _ = source.parse_fn(serialized)
+    image = preprocess.preprocess_for_eval(image, source.image_shape, config.data.train_augment)
+    return image, tf.cast(label, tf.int32)
+
+  dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+  dataset = dataset.batch(per_replica, drop_remainder=False)
+  return dataset.prefetch(tf.data.AUTOTUNE).with_options(pipeline_options(config))
+
+
+def find_corrupt_files(files, parse_fn, channels):
+  """Reads and decodes every record of `files`; returns {file: error message} for the bad ones."""
+  bad = {}
+  for path in files:
+    dataset = tf.data.TFRecordDataset(path).map(
+        lambda r: tf.shape(preprocess.decode(parse_fn(r)[0], channels)))
+    try:
+      for _ in dataset:
+        pass
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+      bad[path] = e.message.splitlines()[0]
+  return bad
+
+
+def raise_if_corrupt(source, error):
+  """After a data error in training, finds the corrupt file(s) and raises DataError naming them.
+
+  Returns without raising when no file is found corrupt (the error came from elsewhere).
+  """
+  from input_pipeline import sources  # pylint: disable=g-import-not-at-top
+  logging.error('Data error while training (%s); scanning the files of %s', error.message,
+                source.name)
+  bad = find_corrupt_files(source.train_files + source.eval_files, source.parse_fn,
+                           source.image_shape[-1])
+  if bad:
+    listing = '; '.join(f'{path}: {message}' for path, message in bad.items())
+    raise sources.DataError(f'corrupt record(s) in {len(bad)} file(s): {listing}. Re-create these '
+                            'shards (python -m input_pipeline.convert) or remove them from the '
+                            'pattern.') from error
