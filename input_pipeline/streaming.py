@@ -1,9 +1,10 @@
 """Streamed pipelines over record files (TFRecord shards, TFDS): shard, interleave, shuffle, decode,
 augment, batch, prefetch.
 
-Sharding across input pipelines (workers or Horovod ranks) is by file when there are at least as
-many files as pipelines, else by example (each pipeline reads every file and keeps every P-th
-record); the choice is logged. In deterministic order (`data.deterministic_order`), the stream is
+Sharding across input pipelines (workers or Horovod ranks) is by file when the files divide evenly
+among the pipelines (at least one each, and the same number each, so that pipelines hold equal
+shares of examples when files are equal, as the converter writes them), else by example (each
+pipeline reads every file and keeps every P-th record); the choice is logged. In deterministic order (`data.deterministic_order`), the stream is
 a pure function of the seed, so a resumed run skips the records already consumed (without decoding
 them) and continues exactly. Evaluation reads each example once across all pipelines.
 """
@@ -35,24 +36,39 @@ def shard_files(files, input_context):
   pipelines, index = input_context.num_input_pipelines, input_context.input_pipeline_id
   if pipelines == 1:
     return list(files), 'none'
-  if len(files) >= pipelines:
+  if len(files) % pipelines == 0:
     return list(files[index::pipelines]), 'file'
   return list(files), 'example'
 
 
-def _records(files, config, sharding, input_context, shuffle_files):
-  """Interleaved `(serialized, file_name)` records of `files` (sharded by example if asked)."""
-  data = config.data
-  dataset = tf.data.Dataset.from_tensor_slices(files)
-  if shuffle_files:
-    dataset = dataset.shuffle(len(files), seed=config.seed, reshuffle_each_iteration=True)
-  cycle = max(1, min(data.interleave_cycle_length, len(files)))
-  dataset = dataset.interleave(
+def _records(files, config, sharding, input_context):
+  """Interleaved `(serialized, file_name)` records of `files` (a string tensor), sharded by example
+  if asked."""
+  cycle = max(1, min(config.data.interleave_cycle_length, int(files.shape[0])))
+  dataset = tf.data.Dataset.from_tensor_slices(files).interleave(
       lambda f: tf.data.TFRecordDataset(f).map(lambda r: (r, f)), cycle_length=cycle,
-      num_parallel_calls=tf.data.AUTOTUNE if cycle > 1 else None, deterministic=True)
+      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   if sharding == 'example':
     dataset = dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
   return dataset
+
+
+def _train_epoch(files, config, sharding, input_context):
+  """Returns `epoch -> dataset` of one shuffled epoch of this pipeline's records.
+
+  Both the file order and the record shuffle are seeded by (seed, epoch), so every pipeline agrees
+  on the file order (needed for example sharding) and an epoch is the same whenever it is rebuilt.
+  """
+  files = tf.constant(files)
+  seed = config.seed
+
+  def epoch_dataset(epoch):
+    order = tf.argsort(tf.random.stateless_uniform([files.shape[0]], seed=tf.stack(
+        [tf.constant(seed, tf.int64), epoch])))
+    dataset = _records(tf.gather(files, order), config, sharding, input_context)
+    return dataset.shuffle(config.data.shuffle_buffer, seed=seed * 1000003 + epoch)
+
+  return epoch_dataset
 
 
 def create_train_stream(config, source, input_context, start_step=0):
@@ -65,9 +81,10 @@ def create_train_stream(config, source, input_context, start_step=0):
   logging.info('Train pipeline %d/%d: %s sharding over %d of %d files of %s',
                input_context.input_pipeline_id, input_context.num_input_pipelines, sharding,
                len(files), len(source.train_files), source.name)
-  dataset = _records(files, config, sharding, input_context, shuffle_files=True).repeat()
-  dataset = dataset.shuffle(config.data.shuffle_buffer, seed=config.seed + 1,
-                            reshuffle_each_iteration=True)
+  # Epoch after epoch, each shuffled within itself: an epoch of this pipeline reads each of its
+  # examples once.
+  dataset = tf.data.Dataset.counter().flat_map(
+      _train_epoch(files, config, sharding, input_context))
   # Number records before skipping, so each keeps its augmentation seed after a resume.
   dataset = dataset.enumerate().skip(start_step * pipeline_batch)
   seed = (config.seed, input_context.input_pipeline_id)
@@ -92,7 +109,7 @@ def create_eval_stream(config, source, input_context):
   """
   per_replica = input_context.get_per_replica_batch_size(config.train.global_batch_size)
   files, sharding = shard_files(source.eval_files, input_context)
-  dataset = _records(files, config, sharding, input_context, shuffle_files=False)
+  dataset = _records(tf.constant(files), config, sharding, input_context)
 
   def decode(serialized, _):
     image, label, _ = source.parse_fn(serialized)

@@ -17,6 +17,8 @@ preparation. Shuffling is disabled, so examples are stored (and read with `shuff
 split order and the `id` feature equals the example's index in its split.
 """
 
+import trainer  # noqa: F401  # pylint: disable=unused-import  # Keras 2, quiet TF; before TF.
+
 import contextlib
 import fcntl
 import os
