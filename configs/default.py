@@ -90,6 +90,9 @@ def get_config():
   config.data.deterministic_order = True
   config.data.ram_budget_mb = 4096
   config.data.private_threadpool_size = 0
+  # Streamed sources: a record that cannot be read or decoded stops training with an error naming
+  # its file (False), or is skipped and counted in summary.json (True; costs one scan at start).
+  config.data.skip_corrupt = False
   # Number of examples per epoch for 'synthetic' data.
   config.data.synthetic_examples = 4096
   # Shape of synthetic images (height = width) and their classes.

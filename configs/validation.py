@@ -134,6 +134,8 @@ def validate(config):
   if not isinstance(config.data.deterministic_order, bool):
     c.fail('data.deterministic_order', 'must be True or False')
   c.positive_int('data.ram_budget_mb')
+  if not isinstance(config.data.skip_corrupt, bool):
+    c.fail('data.skip_corrupt', 'must be True or False')
   if not _is_int(config.data.private_threadpool_size) or config.data.private_threadpool_size < 0:
     c.fail('data.private_threadpool_size', 'must be a non-negative integer (0: shared pool)')
   if config.data.source == 'tfrecord':

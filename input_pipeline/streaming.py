@@ -45,9 +45,14 @@ def _records(files, config, sharding, input_context):
   """Interleaved `(serialized, file_name)` records of `files` (a string tensor), sharded by example
   if asked."""
   cycle = max(1, min(config.data.interleave_cycle_length, int(files.shape[0])))
+  def read(file_name):
+    dataset = tf.data.TFRecordDataset(file_name)
+    if config.data.skip_corrupt:
+      dataset = dataset.ignore_errors()  # A damaged file ends where its damage starts.
+    return dataset.map(lambda r: (r, file_name))
+
   dataset = tf.data.Dataset.from_tensor_slices(files).interleave(
-      lambda f: tf.data.TFRecordDataset(f).map(lambda r: (r, f)), cycle_length=cycle,
-      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+      read, cycle_length=cycle, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   if sharding == 'example':
     dataset = dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
   return dataset
@@ -69,6 +74,38 @@ def _train_epoch(files, config, sharding, input_context):
     return dataset.shuffle(config.data.shuffle_buffer, seed=seed * 1000003 + epoch)
 
   return epoch_dataset
+
+
+def _skip_errors(dataset, config):
+  """With `data.skip_corrupt`, drops examples whose record cannot be parsed or decoded."""
+  return dataset.ignore_errors(log_warning=True) if config.data.skip_corrupt else dataset
+
+
+def count_unreadable(files, parse_fn, channels):
+  """Scans `files` once: returns (readable examples, unreadable records, damaged files).
+
+  Used with `data.skip_corrupt` to report in the summary what the pipeline will skip. A record
+  with a bad checksum ends its file for the reader, so the records after it count as unreadable
+  only as far as the reader can still see them.
+  """
+  readable, unreadable, damaged = 0, 0, []
+  for path in files:
+    raw = tf.data.TFRecordDataset(path).ignore_errors().reduce(0, lambda n, _: n + 1)
+    good = tf.data.TFRecordDataset(path).ignore_errors().map(
+        lambda r: tf.shape(preprocess.decode(parse_fn(r)[0], channels))).ignore_errors().reduce(
+            0, lambda n, _: n + 1)
+    raw, good = int(raw), int(good)
+    try:
+      for _ in tf.data.TFRecordDataset(path):
+        pass
+      truncated = False
+    except tf.errors.DataLossError:
+      truncated = True
+    readable += good
+    unreadable += raw - good
+    if truncated or raw > good:
+      damaged.append(path)
+  return readable, unreadable, damaged
 
 
 def create_train_stream(config, source, input_context, start_step=0):
@@ -96,7 +133,7 @@ def create_train_stream(config, source, input_context, start_step=0):
                                             tf.stack([seed[0], seed[1], index]))
     return image, tf.cast(label, tf.int32)
 
-  dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+  dataset = _skip_errors(dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE), config)
   dataset = dataset.batch(per_replica, drop_remainder=True)
   return dataset.prefetch(tf.data.AUTOTUNE).with_options(pipeline_options(config))
 
@@ -116,7 +153,7 @@ def create_eval_stream(config, source, input_context):
     image = preprocess.preprocess_for_eval(image, source.image_shape, config.data.train_augment)
     return image, tf.cast(label, tf.int32)
 
-  dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+  dataset = _skip_errors(dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE), config)
   dataset = dataset.batch(per_replica, drop_remainder=False)
   return dataset.prefetch(tf.data.AUTOTUNE).with_options(pipeline_options(config))
 
@@ -148,5 +185,6 @@ def raise_if_corrupt(source, error):
   if bad:
     listing = '; '.join(f'{path}: {message}' for path, message in bad.items())
     raise sources.DataError(f'corrupt record(s) in {len(bad)} file(s): {listing}. Re-create these '
-                            'shards (python -m input_pipeline.convert) or remove them from the '
-                            'pattern.') from error
+                            'shards (python -m input_pipeline.convert), remove them from the '
+                            'pattern, or set data.skip_corrupt=True to skip what cannot be read '
+                            '(counted in summary.json).') from error

@@ -81,6 +81,19 @@ def source_image_shape(config, source):
   return (height, width, channels) if size == -1 else (size, size, channels)
 
 
+def _scan_for_corrupt_records(config, source):
+  """With data.skip_corrupt on a streamed source: counts what the pipeline will skip."""
+  if not (config.data.skip_corrupt and isinstance(source, sources.FileSource)):
+    return {}
+  readable, unreadable, damaged = streaming.count_unreadable(
+      source.train_files + source.eval_files, source.parse_fn, source.image_shape[-1])
+  if unreadable or damaged:
+    logging.warning('data.skip_corrupt: skipping %d unreadable record(s) in %d file(s): %s',
+                    unreadable, len(damaged), ', '.join(damaged))
+  return {'corrupt_records_skipped': unreadable, 'corrupt_files': damaged,
+          'readable_examples': readable}
+
+
 def _count_eval_examples(source):
   """Eval examples of the source (counted from the files when no manifest or info says)."""
   if isinstance(source, sources.FileSource) and source.num_eval_examples < 0:
@@ -111,6 +124,7 @@ def train_and_evaluate(config, workdir):
     _write_json(os.path.join(workdir, 'config.json'), config.to_dict())
 
   source = sources.create_source(config.data, config.seed)
+  data_report = _scan_for_corrupt_records(config, source)
   total_steps = total_train_steps(config, source.num_train_examples)
   model, optimizer, learning_rate_fn = create_model_and_optimizer(config, engine, source,
                                                                   total_steps)
@@ -166,6 +180,7 @@ def train_and_evaluate(config, workdir):
       'workdir': os.path.abspath(workdir),
       **controller.train_metrics,
       **controller.eval_metrics,
+      **data_report,
   }
   if engine.is_chief:
     _write_json(os.path.join(workdir, 'summary.json'), summary)

@@ -150,3 +150,19 @@ def test_corrupt_record_is_reported_with_its_file(tiny_config, shards, tmp_path)
         pass
     except tf.errors.OpError as e:
       streaming.raise_if_corrupt(source, e)
+
+
+def test_skip_corrupt_skips_and_counts_what_cannot_be_decoded(tiny_config, shards, tmp_path):
+  config = _config(tiny_config, *shards, batch=8)
+  config.data.skip_corrupt = True
+  source = sources.load_tfrecords(config.data)
+  bad_file = source.eval_files[0]
+  with tf.io.TFRecordWriter(bad_file) as writer:  # Replace one shard: 2 good records, 1 bad image.
+    for example_id, payload in ((0, None), (1, b'not an image'), (2, None)):
+      png = tf.io.encode_png(np.zeros((4, 4, 3), np.uint8)).numpy() if payload is None else payload
+      writer.write(records.make_example(png, 'PNG', 1, 4, 4, example_id))
+  readable, unreadable, damaged = streaming.count_unreadable(source.eval_files, source.parse_fn, 3)
+  assert (unreadable, damaged) == (1, [bad_file])
+  seen = sum(int(x.shape[0]) for x, _ in datasets.create_eval_dataset(
+      config, source, tf.distribute.InputContext()))
+  assert seen == readable
