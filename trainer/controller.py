@@ -7,6 +7,7 @@ import time
 from absl import logging
 import tensorflow as tf
 
+from trainer import preemption
 
 
 def _format_duration(seconds):
@@ -36,6 +37,7 @@ class Controller:
     self.train_metrics = {}
     self.eval_metrics = {}
     self.evaluated_at = None
+    self.signals = preemption.SignalWatcher()
     if engine.is_chief:
       self.writer = tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
     else:
@@ -50,6 +52,8 @@ class Controller:
       seconds: wall time of the window's training (not of eval or checkpoints).
       evaluate: callable returning the eval metrics dict; called when an eval is due.
     """
+    # A NaN/Inf loss stops here, before anything of this window is saved.
+    preemption.check_finite(step, train_metrics, self.checkpointer.latest_path())
     steps = step - self.step
     images_per_second = steps * self.global_batch_size / max(seconds, 1e-9)
     # The first window of a process includes tracing and warm-up; keep it out of the median.
@@ -68,9 +72,16 @@ class Controller:
       self._log_progress(step, images_per_second)
     if step % train.eval_every_steps == 0 or last:
       self._evaluate(evaluate)
-    if step % train.checkpoint_every_steps == 0 or last:
+    preempted = self.engine.any_worker(self.signals.requested)
+    if step % train.checkpoint_every_steps == 0 or last or preempted:
       self.checkpointer.save(step)
     self.writer.flush()
+    if preempted and not last:
+      raise preemption.Preempted(step, self.checkpointer.latest_path())
+
+  def close(self):
+    """Stops watching signals (the run is over, or failed)."""
+    self.signals.close()
 
   def finish(self, evaluate):
     """Called by a loop when training is over: evaluates the final model unless already done.

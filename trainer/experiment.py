@@ -156,6 +156,8 @@ def train_and_evaluate(config, workdir):
       raise
     streaming.raise_if_corrupt(source, e)
     raise
+  finally:
+    controller.close()
 
   export_dir = None
   if config.train.export:

@@ -101,6 +101,7 @@ def main(argv, config_flag):
   from trainer import experiment  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
   from input_pipeline import sources  # pylint: disable=g-import-not-at-top
   from trainer import engines  # pylint: disable=g-import-not-at-top
+  from trainer import preemption  # pylint: disable=g-import-not-at-top
   experiment.quiet_tensorflow_logs()
   try:
     summary = experiment.train_and_evaluate(config, _WORKDIR.value)
@@ -108,6 +109,10 @@ def main(argv, config_flag):
     _fail(e, STARTUP_ERROR)
   except sources.DataError as e:
     _fail(e, DATA_ERROR)
+  except preemption.Preempted as e:
+    _fail(e, preemption.PREEMPTED_EXIT_CODE)
+  except preemption.NonFiniteLoss as e:
+    _fail(e, preemption.NONFINITE_EXIT_CODE)
   if summary['worker_index'] == 0:  # Only the chief reports.
     _print_summary(summary)
 

@@ -124,6 +124,13 @@ class Engine(abc.ABC):
     del count_key
     return dict(results)
 
+  def any_worker(self, flag):
+    """Cross-replica, eager. True on every worker if `flag` is true on any (one worker: `flag`).
+
+    Lets all workers agree to stop at the same step when a signal reached only some of them.
+    """
+    return bool(flag)
+
   def barrier(self):
     """Cross-replica, eager. Returns once every worker has reached it (no-op for one worker).
 

@@ -88,6 +88,11 @@ class HorovodEngine(base.Engine):
     self.hvd.broadcast_variables(model.variables, root_rank=0)
     self.hvd.broadcast_variables(optimizer.variables(), root_rank=0)
 
+  def any_worker(self, flag):
+    # Horovod: the ranks' flags, summed.
+    return float(self.hvd.allreduce(tf.constant(float(flag)), op=self.hvd.Sum,
+                                    name='convoy_any_worker')) > 0
+
   def barrier(self):
     # Horovod: a tiny all-reduce every rank must join.
     self.hvd.allreduce(tf.constant(0.0), name='convoy_barrier')

@@ -134,13 +134,20 @@ class MultiWorkerEngine(StrategyEngine):
   def worker_index(self):
     return self.tf_config['task']['index'] if self.tf_config else 0
 
+
   def barrier(self):
     # A cross-worker all-reduce of a dummy value: nobody passes until everybody arrives.
-    tf.function(self._all_reduce_one)()
+    self._all_reduce_sum(tf.constant(1.0))
 
-  @tf.autograph.experimental.do_not_convert
-  def _all_reduce_one(self):
-    return self.reduce_sum(self.strategy.run(lambda: tf.constant(1.0)))
+  def any_worker(self, flag):
+    # The flags of all workers, summed: one tiny all-reduce per window of steps.
+    return float(self._all_reduce_sum(tf.constant(float(flag)))) > 0
+
+  @tf.function
+  def _all_reduce_sum(self, value):
+    # Every local replica contributes value / local replicas: each worker counts once.
+    share = value / len(self.devices)
+    return self.reduce_sum(self.strategy.run(lambda: tf.identity(share)))
 
   def checkpoint_dir(self, workdir):
     # Saving is a collective under this strategy: every worker must save, but only the chief's
