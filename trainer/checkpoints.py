@@ -6,6 +6,10 @@ from absl import logging
 import tensorflow as tf
 
 
+class CheckpointError(ValueError):
+  """A checkpoint cannot be restored; the message names it and says what to do."""
+
+
 class Checkpointer:
   """Saves and restores model + optimizer (the step is `optimizer.iterations`).
 
@@ -29,12 +33,32 @@ class Checkpointer:
                                                 step_counter=optimizer.iterations)
 
   def restore_latest(self):
-    """Restores the chief's latest checkpoint, if any; returns its path or None."""
+    """Restores the chief's latest checkpoint, if any; returns its path or None.
+
+    Raises:
+      CheckpointError: if the checkpoint is unreadable (truncated, corrupt) or does not match the
+        model, saying which checkpoint and what to do.
+    """
     latest = tf.train.latest_checkpoint(self.directory)
     if latest:
-      self.checkpoint.restore(latest).assert_existing_objects_matched()
+      try:
+        self.checkpoint.restore(latest).assert_existing_objects_matched()
+      except (tf.errors.OpError, AssertionError, ValueError, IndexError, KeyError) as e:
+        # TensorFlow reports a damaged file as OpError, IndexError or ValueError depending on
+        # which part is damaged; all mean this checkpoint cannot be used.
+        others = sorted(set(self._all_checkpoints()) - {latest})
+        raise CheckpointError(
+            f'cannot restore {latest}: {getattr(e, "message", str(e)).splitlines()[0]}. Nothing was '
+            'trained. If the file is damaged, delete its files (' + latest + '.*) and its line in '
+            f'{self.directory}/checkpoint to resume from an earlier one'
+            f'{" (" + ", ".join(others) + ")" if others else ""}; if it belongs to another model, '
+            'use a new --workdir.') from e
       logging.info('Resumed from %s at step %d', latest, int(self.optimizer.iterations.numpy()))
     return latest
+
+  def _all_checkpoints(self):
+    state = tf.train.get_checkpoint_state(self.directory)
+    return list(state.all_model_checkpoint_paths) if state else []
 
   def save(self, step):
     """Saves a checkpoint for `step` unless this worker writes none or it exists already."""

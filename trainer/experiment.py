@@ -21,6 +21,7 @@ from trainer import export
 from trainer import loops
 from trainer import model as model_lib
 from trainer import optimization
+from trainer import workdir as workdir_lib
 
 
 SUMMARY_SCHEMA_VERSION = 1  # Bump when a key of summary.json changes meaning (README documents it).
@@ -119,7 +120,8 @@ def train_and_evaluate(config, workdir):
   _seed_everything(config)
   logging.info('Engine %s: %d replica(s) on %d worker(s), devices %s', engine.name,
                engine.num_replicas, engine.num_workers, list(engine.devices))
-  tf.io.gfile.makedirs(workdir)
+  workdir_lib.check_writable(workdir)
+  workdir_lib.check_compatible(config, workdir)
   if engine.is_chief:
     _write_json(os.path.join(workdir, 'config.json'), config.to_dict())
 

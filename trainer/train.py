@@ -101,7 +101,9 @@ def main(argv, config_flag):
   from trainer import experiment  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
   from input_pipeline import sources  # pylint: disable=g-import-not-at-top
   from trainer import engines  # pylint: disable=g-import-not-at-top
+  from trainer import checkpoints  # pylint: disable=g-import-not-at-top
   from trainer import preemption  # pylint: disable=g-import-not-at-top
+  from trainer import workdir  # pylint: disable=g-import-not-at-top
   experiment.quiet_tensorflow_logs()
   try:
     summary = experiment.train_and_evaluate(config, _WORKDIR.value)
@@ -109,6 +111,8 @@ def main(argv, config_flag):
     _fail(e, STARTUP_ERROR)
   except sources.DataError as e:
     _fail(e, DATA_ERROR)
+  except (workdir.WorkdirError, checkpoints.CheckpointError) as e:
+    _fail(e)
   except preemption.Preempted as e:
     _fail(e, preemption.PREEMPTED_EXIT_CODE)
   except preemption.NonFiniteLoss as e:
