@@ -158,6 +158,11 @@ def train_and_evaluate(config, workdir):
       raise
     streaming.raise_if_corrupt(source, e)
     raise
+  except Exception as e:  # pylint: disable=broad-except  (re-raised unless the engine explains it)
+    clearer = engine.translate_error(e)
+    if clearer is None:
+      raise
+    raise clearer from e
   finally:
     controller.close()
 

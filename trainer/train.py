@@ -14,7 +14,7 @@ from ml_collections import config_flags
 from configs import validation
 
 USAGE_ERROR = 2  # Exit code for a bad command line or config (nothing was run).
-STARTUP_ERROR = 3  # Exit code when the engine cannot start (missing package, unreachable peers).
+STARTUP_ERROR = 3  # Exit code when the engine cannot start or lost a peer (missing package, ...).
 DATA_ERROR = 4  # Exit code when the data cannot be read (missing, unprepared, corrupt).
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, TensorBoard logs, the '
@@ -107,7 +107,7 @@ def main(argv, config_flag):
   experiment.quiet_tensorflow_logs()
   try:
     summary = experiment.train_and_evaluate(config, _WORKDIR.value)
-  except engines.EngineStartupError as e:
+  except (engines.EngineStartupError, engines.PeerLostError) as e:
     _fail(e, STARTUP_ERROR)
   except sources.DataError as e:
     _fail(e, DATA_ERROR)

@@ -107,8 +107,10 @@ class NoGradientCommunication:
 
   `reduce_gradients` (Horovod's grouped all-reduce) becomes the identity, and the optimizer skips
   its cross-replica aggregation (tf.distribute's all-reduce), so each replica applies its own
-  gradient: replicas drift apart, which does not matter for timing. Not an `Engine` subclass on
-  purpose: the base class's defaults would hide the wrapped engine's methods.
+  gradient: replicas drift apart, which does not matter for timing. Other collectives stay: the
+  metric reduction after each window of steps and, with model.batch_norm='sync', the batch-norm
+  statistics. Not an `Engine` subclass on purpose: the base class's defaults would hide the
+  wrapped engine's methods.
   """
 
   def __init__(self, engine):
@@ -142,8 +144,8 @@ def gradient_allreduce_loop(engine, model, optimizer, reduce):
 
   The reduction is the step's own: `engine.reduce_gradients`, then the optimizer's
   `aggregate_gradients` (the all-reduce tf.distribute does inside `apply_gradients`). With
-  `reduce=False` only the buffers are filled (the baseline to subtract). One element of each
-  result is summed into the output so that nothing is pruned.
+  `reduce=False` only the buffers are filled (the baseline to subtract). Iterations run one after
+  the other; one element of each result is summed into the output so that nothing is pruned.
   """
   variables = model.trainable_variables
 
@@ -158,6 +160,8 @@ def gradient_allreduce_loop(engine, model, optimizer, reduce):
   def loop(iterations):
     total = tf.constant(0.0)
     for i in tf.range(iterations):
+      # One all-reduce at a time, as in training (Horovod also refuses two in flight with one name).
+      tf.autograph.experimental.set_loop_options(parallel_iterations=1)
       outputs = engine.run(replica_fn, args=(tf.cast(i, tf.float32),))
       total += tf.add_n(list(tf.distribute.get_strategy().experimental_local_results(outputs)))
     return total
@@ -283,8 +287,10 @@ def engine_overrides(engine_name, num_workers):
 def _run_this_module(worker, label):
   """`worker` (from launch.local) with `-m trainer.train` replaced by `-m` this module."""
   argv = list(worker.argv)
-  index = next(i for i in range(1, len(argv)) if argv[i - 1] == '-m' and argv[i] == 'trainer.train')
-  argv[index] = _MODULE
+  targets = [i for i in range(1, len(argv)) if argv[i - 1:i + 1] == ['-m', 'trainer.train']]
+  if len(targets) != 1:
+    raise ValueError(f'expected one `-m trainer.train` in the launcher command {argv}')
+  argv[targets[0]] = _MODULE
   return dataclasses.replace(worker, label=label, argv=argv)
 
 
@@ -405,9 +411,10 @@ def _row(name, r):
   layout_text = f"{r['workers']} x {r['replicas'] // r['workers']}"
   spread = f"[{rates['min']:.0f}-{rates['max']:.0f}]"
   share = f"{r['comm_share']:.2f} ({r['comm_share_raw']:+.2f})"
+  load = f"{r['load_average']['start']:.1f}-{r['load_average']['end']:.1f}"
   return (f"{name:<13}{layout_text:>7}{rates['median']:>10.0f} {spread:<12}{r['step_ms']:>8.2f}"
           f"{r['no_comm_step_ms']:>9.2f}{r['comm_ms']:>9.2f}  {share:<14}{r['allreduce_ms']:>9.3f}"
-          f"  {_cpu_list(r['cpus'])}")
+          f"  {load:<9}  {_cpu_list(r['cpus'])}")
 
 
 def _gradient_size(results):
@@ -432,7 +439,7 @@ def format_report(results):
       f"steps, {results['repeats']} repeat(s), fresh model each; images/s median [min-max].",
       '',
       f"{'engine':<13}{'w x r':>7}{'images/s':>10} {'[min-max]':<12}{'step ms':>8}"
-      f"{'no-comm':>9}{'comm ms':>9}  {'share (raw)':<14}{'allred ms':>9}  cpus",
+      f"{'no-comm':>9}{'comm ms':>9}  {'share (raw)':<14}{'allred ms':>9}  {'load':<9}  cpus",
   ]
   lines += [_row(name, r) for name, r in results['engines'].items()]
   lines += [
@@ -443,6 +450,8 @@ def format_report(results):
       'parentheses).',
       'allred ms: one all-reduce of a gradient-sized buffer alone (engine.reduce_gradients + '
       'optimizer aggregation).',
+      'load: 1-min load average of the machine when the engine started and ended; cpus: each '
+      'process\'s CPUs.',
       'Logical devices and local processes share this machine\'s cores: "comm" includes waiting '
       'for the slower peer',
       'and CPU contention, not only data movement. default has nothing to reduce: its row shows '

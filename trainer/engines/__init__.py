@@ -3,6 +3,7 @@
 from trainer.engines import tf_distribute
 from trainer.engines.base import Engine
 from trainer.engines.base import EngineStartupError
+from trainer.engines.base import PeerLostError
 
 
 def _create_horovod_engine(engine_config):
@@ -40,4 +41,4 @@ def create_engine(engine_config):
   return constructor(engine_config)
 
 
-__all__ = ['Engine', 'EngineStartupError', 'create_engine', 'ENGINE_NAMES']
+__all__ = ['Engine', 'EngineStartupError', 'PeerLostError', 'create_engine', 'ENGINE_NAMES']

@@ -8,6 +8,10 @@ class EngineStartupError(RuntimeError):
   """The engine cannot start here (missing package, unreachable peers); the message says why."""
 
 
+class PeerLostError(RuntimeError):
+  """Another worker stopped during training; the message names it and how to resume."""
+
+
 class Engine(abc.ABC):
   """Runs replica steps on some set of devices and workers, and reduces across them.
 
@@ -130,6 +134,11 @@ class Engine(abc.ABC):
     Lets all workers agree to stop at the same step when a signal reached only some of them.
     """
     return bool(flag)
+
+  def translate_error(self, error):
+    """Returns a clearer exception for `error` raised by training (a lost peer), or None."""
+    del error
+    return None
 
   def barrier(self):
     """Cross-replica, eager. Returns once every worker has reached it (no-op for one worker).

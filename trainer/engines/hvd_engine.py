@@ -93,6 +93,14 @@ class HorovodEngine(base.Engine):
     return float(self.hvd.allreduce(tf.constant(float(flag)), op=self.hvd.Sum,
                                     name='convoy_any_worker')) > 0
 
+  def translate_error(self, error):
+    # Horovod: a rank that died makes the survivors' collectives fail.
+    if type(error).__name__ not in ('HorovodInternalError', 'UnavailableError', 'AbortedError'):
+      return None
+    return base.PeerLostError(
+        f'rank {self.hvd.rank()}: a Horovod collective failed, another rank stopped ({error}). '
+        'Relaunch all ranks with the same command: they resume from the last checkpoint.')
+
   def barrier(self):
     # Horovod: a tiny all-reduce every rank must join.
     self.hvd.allreduce(tf.constant(0.0), name='convoy_barrier')

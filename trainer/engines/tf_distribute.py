@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import socket
 import tempfile
 import time
@@ -148,6 +149,19 @@ class MultiWorkerEngine(StrategyEngine):
     # Every local replica contributes value / local replicas: each worker counts once.
     share = value / len(self.devices)
     return self.reduce_sum(self.strategy.run(lambda: tf.identity(share)))
+
+  def translate_error(self, error):
+    # A dead peer surfaces as an RPC error of a collective, naming its task somewhere in the text.
+    if not isinstance(error, (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+                              tf.errors.AbortedError, tf.errors.CancelledError,
+                              tf.errors.InternalError)) or not self.tf_config:
+      return None
+    workers = self.tf_config['cluster']['worker']
+    lost = sorted({int(i) for i in re.findall(r'task:(\d+)', error.message)} - {self.worker_index})
+    names = ', '.join(f'worker {i} ({workers[i]})' for i in lost if i < len(workers)) or 'a peer'
+    return base.PeerLostError(
+        f'worker {self.worker_index}: lost {names} during training ({type(error).__name__}). '
+        'Relaunch all workers with the same command: they resume from the last checkpoint.')
 
   def checkpoint_dir(self, workdir):
     # Saving is a collective under this strategy: every worker must save, but only the chief's
