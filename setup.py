@@ -17,6 +17,9 @@ INSTALL_REQUIRES = [
     'protobuf>=4.21,<6',
     'matplotlib>=3.8',
     'pillow>=10',
+    # tensorflow-datasets 4.9.10 imports it but declares it only for Python < 3.9
+    # (tensorflow/datasets#11212); without it `tfds build` fails.
+    'importlib_resources',
 ]
 
 setuptools.setup(

@@ -59,7 +59,7 @@ def get_config():
   # dataset by name, e.g. the built-in 'convoy_digits', 'mnist', 'cifar10', 'imagenet2012'),
   # 'tfrecord' (shards in the ImageNet layout, see `python -m input_pipeline.convert`) or
   # 'synthetic' (random images, for measuring compute alone).
-  config.data.source = 'digits'
+  config.data.source = 'tfds'
   # Square size the images are resized to (-1 keeps the source size; required for tfrecord).
   config.data.image_size = -1
   # Fraction of the digits held out for evaluation (never trained on).

@@ -149,7 +149,9 @@ def _tfds_builder(name, data_dir):
   try:
     return tfds.builder(name, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError as e:
-    raise ConvertError(f'--source=tfds:{name}: unknown TFDS dataset ({e})') from e
+    first_line = (str(e).strip().splitlines() or [type(e).__name__])[0].rstrip('.')
+    raise ConvertError(f'--source=tfds:{name}: unknown TFDS dataset ({first_line}; '
+                       '`tfds.list_builders()` lists the known names)') from e
 
 
 def _tfds_keys(name, info):
@@ -159,7 +161,7 @@ def _tfds_keys(name, info):
   if len(keys) != 2 or not all(isinstance(k, str) for k in keys):
     raise ConvertError(f'--source=tfds:{name}: unsupported supervised_keys {keys!r}')
   image_key, label_key = keys
-  features = info.features
+  features = dict(info.features.items()) if hasattr(info.features, 'items') else {}
   if not isinstance(features.get(image_key), tfds.features.Image):
     raise ConvertError(f'--source=tfds:{name}: feature {image_key!r} is not a tfds.features.Image')
   if not isinstance(features.get(label_key), tfds.features.ClassLabel):
@@ -358,14 +360,16 @@ def _validate(output_dir, split, num_shards, image_format, jpeg_quality):
   if not isinstance(num_shards, int) or isinstance(num_shards, bool) or num_shards < 1:
     raise ConvertError(f'--num_shards={num_shards!r}: must be an integer >= 1')
   if image_format not in IMAGE_FORMATS:
-    raise ConvertError(f'--image_format={image_format!r}: must be one of {", ".join(IMAGE_FORMATS)}')
+    raise ConvertError(
+        f'--image_format={image_format!r}: must be one of {", ".join(IMAGE_FORMATS)}')
   if not isinstance(jpeg_quality, int) or not 1 <= jpeg_quality <= 100:
     raise ConvertError(f'--jpeg_quality={jpeg_quality!r}: must be an integer in 1..100')
 
 
 def existing_shards(output_dir, split):
   """Sorted paths of the files in `output_dir` named like shards of `split` (any shard count)."""
-  pattern = os.path.join(output_dir, f'{split}-[0-9][0-9][0-9][0-9][0-9]-of-[0-9][0-9][0-9][0-9][0-9]')
+  digits = '[0-9]' * 5
+  pattern = os.path.join(output_dir, f'{split}-{digits}-of-{digits}')
   return sorted(tf.io.gfile.glob(pattern))
 
 
@@ -390,8 +394,11 @@ def convoy_version():
 
 
 def _write_shards(examples, output_dir, split, num_shards, image_format, jpeg_quality, progress,
-                  total):
-  """Encodes and writes `examples` round-robin into temporary shard files; returns the tallies."""
+                  total, num_classes):
+  """Encodes and writes `examples` round-robin into temporary shard files; returns the tallies.
+
+  Labels must lie in [0, num_classes) when `num_classes` is known (not None).
+  """
   names = [records.shard_name(split, i, num_shards) for i in range(num_shards)]
   temp_paths = [os.path.join(output_dir, f'.{name}.tmp-{os.getpid()}') for name in names]
   shard_counts = [0] * num_shards
@@ -403,6 +410,9 @@ def _write_shards(examples, output_dir, split, num_shards, image_format, jpeg_qu
     bar = tqdm.tqdm(examples, total=total, desc=f'convert {split}', unit=' images',
                     file=sys.stderr, disable=not progress)
     for position, example in enumerate(bar):
+      if example.label < 0 or (num_classes is not None and example.label >= num_classes):
+        raise ConvertError(f'{example.origin}: label {example.label} outside [0, '
+                           f'{num_classes if num_classes is not None else "inf"})')
       encoded, shape, was_copied = encode_example(example, image_format, jpeg_quality)
       shard = position % num_shards
       writers[shard].write(records.make_example(
@@ -477,8 +487,9 @@ def convert(examples: Iterable[SourceExample], output_dir, split, num_shards, im
 
   Returns:
     The manifest (a dict, as written to `output_dir/manifest.json`) with: source, split,
-    num_shards, distribution, image_format, jpeg_quality, num_examples, shards (file and
-    num_examples of each), class_counts (by label, as strings), num_classes, class_names,
+    num_shards, distribution, image_format, jpeg_quality, total (examples written; also as
+    num_examples), shards (file names, in order), shard_counts (examples of each shard),
+    class_counts (by label, as strings), num_classes, class_names,
     image_shapes ([height, width, channels] seen), copied_examples (stored byte for byte),
     created (UTC, ISO 8601), convoy_version and splits.
 
@@ -492,7 +503,8 @@ def convert(examples: Iterable[SourceExample], output_dir, split, num_shards, im
   old_shards = _check_no_old_shards(output_dir, split, overwrite)
   names, temp_paths, shard_counts, class_counts, shapes, copied = _write_shards(
       examples, output_dir, split, num_shards, image_format, jpeg_quality, progress,
-      getattr(examples, 'num_examples', None))
+      getattr(examples, 'num_examples', None),
+      len(class_names) if class_names is not None else None)
   total = sum(shard_counts)
   if total == 0:
     for path in temp_paths:
@@ -517,9 +529,10 @@ def convert(examples: Iterable[SourceExample], output_dir, split, num_shards, im
       'distribution': DISTRIBUTION,
       'image_format': image_format,
       'jpeg_quality': jpeg_quality if image_format == 'jpeg' else None,
-      'num_examples': total,
-      'shards': [{'file': name, 'num_examples': count}
-                 for name, count in zip(names, shard_counts)],
+      'total': total,
+      'num_examples': total,  # Same as total, for readers that use this name.
+      'shards': names,
+      'shard_counts': shard_counts,
       'class_counts': {str(label): class_counts[label] for label in sorted(class_counts)},
       'num_classes': num_classes,
       'class_names': list(class_names) if class_names is not None else None,
@@ -538,7 +551,7 @@ def convert(examples: Iterable[SourceExample], output_dir, split, num_shards, im
 
 
 def _smooth_noise(rng, image_size, cells, channels=3):
-  """One natural-looking uint8 image: a random `cells`^2 pattern upsampled bicubically, plus grain."""
+  """A natural-looking uint8 image: a random `cells`^2 pattern upsampled bicubically, plus grain."""
   coarse = (rng.random((cells, cells, channels)) * 255.0).astype(np.uint8)
   smooth = Image.fromarray(coarse, 'RGB').resize((image_size, image_size), Image.BICUBIC)
   grain = rng.normal(0.0, 6.0, (image_size, image_size, channels))
@@ -644,7 +657,7 @@ def main(argv, options):
                        progress=values['progress'])
   except (ConvertError, FileNotFoundError) as e:
     _fail(e)
-  print(f"convert: wrote {manifest['num_examples']} examples of {manifest['split']!r} in "
+  print(f"convert: wrote {manifest['total']} examples of {manifest['split']!r} in "
         f"{manifest['num_shards']} shard(s) to {values['output_dir']} "
         f"(image shapes {manifest['image_shapes']}, {manifest['copied_examples']} copied as-is)")
 

@@ -107,17 +107,21 @@ def _glob(pattern, field):
 
 
 def _manifest_counts(files):
-  """Example count from a converter manifest next to the files, or -1."""
+  """Example count of `files` from the converter's manifest.json beside them, or -1 if unknown."""
   import json  # pylint: disable=g-import-not-at-top
   import os  # pylint: disable=g-import-not-at-top
-  path = os.path.join(os.path.dirname(files[0]), 'manifest.json')
+  directory = os.path.dirname(files[0])
   try:
-    with open(path) as f:
+    with open(os.path.join(directory, 'manifest.json')) as f:
       manifest = json.load(f)
-    return int(manifest['total']) if set(files) <= {
-        os.path.join(os.path.dirname(files[0]), n) for n in manifest['shards']} else -1
-  except (OSError, ValueError, KeyError, TypeError):
+  except (OSError, ValueError):
     return -1
+  names = {os.path.basename(f) for f in files}
+  for split in [manifest] + list(manifest.get('splits', {}).values()):
+    shards = split.get('shards') if isinstance(split, dict) else None
+    if shards and {os.path.basename(s) for s in shards} == names:
+      return int(split.get('num_examples', split.get('total', -1)))
+  return -1
 
 
 def load_tfrecords(data_config):

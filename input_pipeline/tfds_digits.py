@@ -10,7 +10,7 @@ The splits are exactly the train/eval partition of `sources.load_digits(0.2)` (s
 order: `train` has 1,437 examples, `test` 360), so results on either source are comparable. Pixels
 are scaled from 0..16 to 0..255 as `round(v * 255 / 16)`, which equals
 `round(255 * sources_image)` exactly (v / 16 and 255 * v / 16 are exact in float32). The only
-half-way value, v = 8, rounds half to even (127.5 -> 128), as `np.round` does.
+half-way value, v = 8, gives 127.5 -> 128 (half to even, as `np.round`, and half up agree).
 
 Nothing is downloaded: the images ship inside scikit-learn, and TFDS' GCS mirror is disabled for the
 preparation. Shuffling is disabled, so examples are stored (and read with `shuffle_files=False`) in
@@ -145,12 +145,14 @@ def prepare(data_dir):
   the others wait for the lock, then find the dataset prepared and return at once.
 
   Args:
-    data_dir: TFDS data directory (created if missing).
+    data_dir: TFDS data directory (created if missing); None: TFDS' default ($TFDS_DATA_DIR, else
+      ~/tensorflow_datasets).
 
   Returns:
     A `tfds.core.DatasetBuilder` for the prepared dataset, ready for `as_dataset`.
   """
-  data_dir = os.fspath(data_dir)
+  data_dir = (os.path.expanduser(os.fspath(data_dir)) if data_dir
+              else tfds.core.constants.get_default_data_dir())
   os.makedirs(data_dir, exist_ok=True)
   builder = tfds.builder(NAME, data_dir=data_dir)
   if builder.is_prepared():

@@ -8,6 +8,8 @@ before TensorFlow is first imported, so this package sets it and refuses to run 
 import os
 import sys
 
+__version__ = '0.1.0'
+
 os.environ['TF_USE_LEGACY_KERAS'] = '1'
 # Keep TensorFlow's C++ start-up chatter (CUDA probing on CPU-only machines) out of users' logs.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')

@@ -28,7 +28,7 @@ BAD_VALUES = [
     ('model.name', 'vgg', "'small_cnn', 'resnet_cifar', 'resnet50'"),
     ('model.batch_norm', 'group', "'none', 'local', 'sync'"),
     ('model.se_ratio', 1.5, '[0.0, 1.0]'),
-    ('data.source', 'imagenet', "'digits', 'synthetic'"),
+    ('data.source', 'imagenet', "'digits', 'tfds', 'tfrecord', 'synthetic'"),
     ('data.eval_fraction', 1.0, '(0.0, 1.0)'),
     ('train.global_batch_size', -64, 'positive integer'),
     ('train.global_batch_size', 63, 'divisible by engine.num_replicas=2'),

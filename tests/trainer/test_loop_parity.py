@@ -38,14 +38,15 @@ def test_one_replica_matches_two_replicas_at_same_global_batch(tiny_config, refe
 
 def test_sync_batch_norm_matches_across_replica_counts(tiny_config, tmp_path, helpers):
   # Synchronized batch norm normalizes over the global batch, so replicas do not change results.
+  # Its statistics are summed in another order on 2 replicas: compare whole tensors (relative
+  # error of the norm 5e-4; a loss-scaling bug gives errors of 1e-1 and more).
   tiny_config.model.batch_norm = 'sync'
   _train(tiny_config, tmp_path / 'two')
   tiny_config.engine.name = 'default'
   tiny_config.engine.num_replicas = 1
   _train(tiny_config, tmp_path / 'one')
   helpers.assert_same_weights(helpers.checkpoint_weights(str(tmp_path / 'one')),
-                              helpers.checkpoint_weights(str(tmp_path / 'two')), rtol=1e-4,
-                              atol=1e-5)
+                              helpers.checkpoint_weights(str(tmp_path / 'two')), norm_rtol=5e-4)
 
 
 def test_wrong_loss_scaling_would_be_detected(tiny_config, reference_weights, tmp_path, helpers):
