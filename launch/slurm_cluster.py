@@ -1,4 +1,4 @@
-"""A real single-node Slurm on this machine (munge, slurmctld, slurmd), for tests, CI and trying out.
+"""A real single-node Slurm on this machine (munge, slurmctld, slurmd): for tests, CI and users.
 
     python -m launch.slurm_cluster start   [--state_dir=/tmp/convoy-slurm] [--timeout_seconds=60]
     python -m launch.slurm_cluster status
@@ -137,11 +137,11 @@ def render_slurm_conf(cluster):
   return '\n'.join(lines) + '\n'
 
 
-def _require_root(action):
+def _require_root(command):
   if os.geteuid() != 0:
-    raise NotRootError(f'{action} the local Slurm needs root (it installs packages, starts munged, '
-                       f'slurmctld and slurmd as root); run it as root, e.g. `sudo {sys.executable} '
-                       f'-m launch.slurm_cluster {action.split()[0].lower()}`')
+    raise NotRootError(f'`{command}` of the local Slurm needs root (it installs packages and runs '
+                       'munged, slurmctld and slurmd as root); run it as root, e.g. '
+                       f'`sudo {sys.executable} -m launch.slurm_cluster {command}`')
 
 
 def _run(argv, env=None, timeout=60):
@@ -173,7 +173,7 @@ def ensure_packages():
   """
   if not missing_programs():
     return
-  _require_root('Installing packages for')
+  _require_root('start')
   if not shutil.which('apt-get'):
     raise PackagesUnavailableError(f'missing {", ".join(missing_programs())} and apt-get is not '
                                    f'available: install the packages {" ".join(PACKAGES)} yourself')
@@ -353,12 +353,12 @@ def start(cluster, timeout_seconds=60):
   Raises:
     NotRootError, PackagesUnavailableError, ClusterError: with what went wrong and how to fix it.
   """
-  _require_root('Starting')
+  _require_root('start')
   ensure_packages()
+  write_conf(cluster)
   for name in ('state', 'spool'):
     os.makedirs(cluster.path(name), exist_ok=True)
   started = ['munged'] if ensure_munge(cluster) else []
-  write_conf(cluster)
   started += [name for name in ('slurmctld', 'slurmd') if _start_daemon(cluster, name)]
   wait_until_ready(cluster, timeout_seconds)
   return started
@@ -391,7 +391,7 @@ def stop(cluster, timeout_seconds=30):
   Raises:
     NotRootError: if not root.
   """
-  _require_root('Stopping')
+  _require_root('stop')
   stopped = []
   for name in ('slurmd', 'slurmctld'):
     pid = running_pid(cluster.path(f'{name}.pid'), name)
@@ -425,8 +425,8 @@ def status(cluster):
 
 _STATE_DIR = flags.DEFINE_string('state_dir', DEFAULT_STATE_DIR, 'Folder for Slurm state, spool, '
                                  'pid and log files.')
-_CONF = flags.DEFINE_string('conf', DEFAULT_CONF, 'Where to write slurm.conf (other than the default '
-                            'needs `export SLURM_CONF=PATH` for sbatch and sinfo).')
+_CONF = flags.DEFINE_string('conf', DEFAULT_CONF, 'Where to write slurm.conf (other than the '
+                            'default needs `export SLURM_CONF=PATH` for sbatch and sinfo).')
 _TIMEOUT = flags.DEFINE_integer('timeout_seconds', 60, 'start: how long to wait for the node to be '
                                 'ready; stop: how long before SIGKILL.', lower_bound=1)
 COMMANDS = ('start', 'stop', 'status')
@@ -441,7 +441,7 @@ def _print_status(cluster):
 
 
 def main(argv):
-  """Runs `start`, `stop` or `status`; returns the exit code (1 on failure, with a clear message)."""
+  """Runs `start`, `stop` or `status`; returns the exit code (1 on failure, with a message)."""
   if len(argv) != 2 or argv[1] not in COMMANDS:
     raise app.UsageError(f'give one command: {" | ".join(COMMANDS)} (got {argv[1:]})')
   cluster = Cluster(state_dir=_STATE_DIR.value, conf_path=_CONF.value)

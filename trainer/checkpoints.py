@@ -78,5 +78,5 @@ class Checkpointer:
 
   def close(self):
     """Removes a non-chief worker's private checkpoint directory (its copies are never read)."""
-    if self.is_private:
+    if self.is_private and tf.io.gfile.exists(self.manager.directory):
       tf.io.gfile.rmtree(self.manager.directory)

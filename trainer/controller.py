@@ -77,6 +77,8 @@ class Controller:
       self.checkpointer.save(step)
     self.writer.flush()
     if preempted and not last:
+      # Every worker has saved: leave together, so that none is killed mid-save by a peer's exit.
+      self.engine.barrier()
       raise preemption.Preempted(step, self.checkpointer.latest_path())
 
   def close(self):

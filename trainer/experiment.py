@@ -165,6 +165,7 @@ def train_and_evaluate(config, workdir):
     raise clearer from e
   finally:
     controller.close()
+    checkpointer.close()
 
   export_dir = None
   if config.train.export:
@@ -193,7 +194,6 @@ def train_and_evaluate(config, workdir):
   }
   if engine.is_chief:
     _write_json(os.path.join(workdir, 'summary.json'), summary)
-  checkpointer.close()
   # Nobody leaves while a peer may still need it (MultiWorkerMirroredStrategy's coordination
   # service lives in the chief; Horovod collectives need every rank).
   engine.barrier()

@@ -341,9 +341,10 @@ def test_rendezvous_plan_uses_the_job_layout_not_the_batch_step():
 
 
 def test_tasks_per_node_expands_slurm_syntax():
-  assert slurm.tasks_per_node('2(x3),1') == [2, 2, 2, 1]
+  from trainer.engines import cluster  # pylint: disable=g-import-not-at-top
+  assert cluster.expand_tasks_per_node('2(x3),1') == [2, 2, 2, 1]
   with pytest.raises(ValueError, match='cannot parse'):
-    slurm.tasks_per_node('two')
+    cluster.expand_tasks_per_node('two')
 
 
 # --- Config and engine ----------------------------------------------------------------------------

@@ -540,7 +540,7 @@ def command_line(argv):
 
 
 def _define_flags():
-  """Defines the command-line flags; only when run as a program, so importing defines none.
+  """Defines the command-line flags, only when run as a program (importing defines none of its own).
 
   `--num_workers`, `--pin_cpus` and `--timeout_seconds` are `launch.local`'s own flags (importing it
   defines them), made key flags of this program: here --num_workers is also the replica count of

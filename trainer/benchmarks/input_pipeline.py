@@ -332,7 +332,8 @@ def measure_input_wait(config, engine, source, plan):
     A dict: steps, warmup_steps, input_wait_fraction (fetch time / step time over the measured
     steps), step_ms and wait_ms (means), images_per_second, compute_step_ms (mean step time on one
     fetched batch, no input) and input_cost_fraction (1 - compute_step_ms / step_ms: waits plus
-    the CPU the pipeline takes from the step; may be slightly negative from noise).
+    the CPU the pipeline takes from the step; may be slightly negative from noise), others_cpu
+    (the larger CPU share of other processes over the two timed phases, or None).
   """
   # Built before the global seed is set: under tf.random.set_seed(0), `Dataset.shuffle` cannot
   # take the stream's per-epoch tensor seed (TensorFlow compares the seed pair to (0, 0)).
@@ -345,16 +346,21 @@ def measure_input_wait(config, engine, source, plan):
   train_step = _compiled_step(config, engine, model, optimizer)
   iterator = iter(dataset)
   _timed_steps(train_step, optimizer, lambda: next(iterator), plan.train_warmup_steps)
+  meter = CpuMeter()
   waits, totals = _timed_steps(train_step, optimizer, lambda: next(iterator), plan.train_steps)
+  others = [meter.stop()[1]]
   batch = next(iterator)
   del iterator  # Stops the pipeline's threads before the input-free steps.
+  meter = CpuMeter()
   _, compute = _timed_steps(train_step, optimizer, lambda: batch, plan.train_steps)
+  others.append(meter.stop()[1])
   step_ms, compute_ms = 1e3 * statistics.mean(totals), 1e3 * statistics.mean(compute)
   return {'steps': plan.train_steps, 'warmup_steps': plan.train_warmup_steps,
           'input_wait_fraction': sum(waits) / sum(totals), 'step_ms': step_ms,
           'wait_ms': 1e3 * statistics.mean(waits),
           'images_per_second': config.train.global_batch_size * len(totals) / sum(totals),
-          'compute_step_ms': compute_ms, 'input_cost_fraction': 1.0 - compute_ms / step_ms}
+          'compute_step_ms': compute_ms, 'input_cost_fraction': 1.0 - compute_ms / step_ms,
+          'others_cpu': None if None in others else max(others)}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -441,6 +447,9 @@ _CHECK_LABELS = {'tuned_vs_naive': 'tuned / naive',
                  'input_wait_fraction': 'input wait while training'}
 
 
+_BUSY_SHARE = 0.1  # Others' CPU share above which the report warns that the figures are skewed.
+
+
 def _percent(value):
   return '-' if value is None else f'{100 * value:.0f}%'
 
@@ -494,8 +503,20 @@ def _training_lines(results):
       f"{t['images_per_second']:.0f} images/s.",
       f"Same step on one fetched batch (no input): {t['compute_step_ms']:.1f} ms, so input costs "
       f"{100 * t['input_cost_fraction']:.1f}% of the step time counting the CPU the pipeline "
-      'takes from the step (not part of the target).',
+      'takes from the step (not part of the target' +
+      ('; negative: noise' if t['input_cost_fraction'] < 0 else '') + ').',
   ]
+
+
+def _busy_warning(results):
+  """A line saying how much other processes skewed the figures, when they used >= 10% CPU."""
+  measured = list(results['pipelines'].values()) + [results['training']]
+  shares = [r.get('others_cpu') for r in measured if r.get('others_cpu') is not None]
+  if not shares or max(shares) < _BUSY_SHARE:
+    return []
+  return ['', f'WARNING: other processes used up to {_percent(max(shares))} of the CPUs during the '
+          'measurements: the figures understate this machine and their ratios are unreliable; '
+          'rerun when it is idle.']
 
 
 def _check_lines(results):
@@ -518,7 +539,8 @@ def format_report(results):
   """The text report of `run_benchmark`'s results (command line first when present)."""
   lines = [f"Command: {results['command']}"] if 'command' in results else []
   return '\n'.join(lines + _header(results) + [''] + _pipeline_lines(results) + [''] +
-                   _training_lines(results) + [''] + _check_lines(results))
+                   _training_lines(results) + [''] + _check_lines(results) +
+                   _busy_warning(results))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,22 +1,21 @@
-"""Engines: how replicas are placed and synchronized. `create_engine` picks one by name."""
+"""Engines: how replicas are placed and synchronized. `create_engine` picks one by name.
 
-from trainer.engines import tf_distribute
+Backends are imported when an engine is created, so that importing this package (for example
+`trainer.engines.cluster` in the Slurm launcher) needs neither TensorFlow nor Horovod.
+"""
+
+import importlib
+
 from trainer.engines.base import Engine
 from trainer.engines.base import EngineStartupError
 from trainer.engines.base import PeerLostError
 
-
-def _create_horovod_engine(engine_config):
-  # Imported lazily: choosing another engine never needs Horovod.
-  from trainer.engines import hvd_engine  # pylint: disable=g-import-not-at-top
-  return hvd_engine.create_horovod_engine(engine_config)
-
-
+# Engine name -> (module, constructor).
 _CONSTRUCTORS = {
-    'default': tf_distribute.create_default_engine,
-    'mirrored': tf_distribute.create_mirrored_engine,
-    'multi_worker': tf_distribute.create_multi_worker_engine,
-    'horovod': _create_horovod_engine,
+    'default': ('tf_distribute', 'create_default_engine'),
+    'mirrored': ('tf_distribute', 'create_mirrored_engine'),
+    'multi_worker': ('tf_distribute', 'create_multi_worker_engine'),
+    'horovod': ('hvd_engine', 'create_horovod_engine'),
 }
 
 ENGINE_NAMES = tuple(_CONSTRUCTORS)
@@ -35,10 +34,10 @@ def create_engine(engine_config):
     ValueError: for an unknown engine name.
   """
   try:
-    constructor = _CONSTRUCTORS[engine_config.name]
+    module, constructor = _CONSTRUCTORS[engine_config.name]
   except KeyError:
     raise ValueError(f'engine.name={engine_config.name!r}: must be one of {", ".join(ENGINE_NAMES)}')
-  return constructor(engine_config)
+  return getattr(importlib.import_module(f'trainer.engines.{module}'), constructor)(engine_config)
 
 
 __all__ = ['Engine', 'EngineStartupError', 'PeerLostError', 'create_engine', 'ENGINE_NAMES']

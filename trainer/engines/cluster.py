@@ -11,7 +11,7 @@ import re
 import subprocess
 
 
-def _expand_tasks_per_node(spec):
+def expand_tasks_per_node(spec):
   """'2(x3),1' -> [2, 2, 2, 1] (SLURM_TASKS_PER_NODE / SLURM_STEP_TASKS_PER_NODE syntax)."""
   counts = []
   for part in spec.split(','):
@@ -59,7 +59,7 @@ def tf_config_from_slurm(environ, hostnames=None):
   try:
     rank, num_tasks = int(environ['SLURM_PROCID']), int(environ['SLURM_NTASKS'])
     nodelist = environ.get('SLURM_STEP_NODELIST') or environ['SLURM_JOB_NODELIST']
-    per_node = _expand_tasks_per_node(
+    per_node = expand_tasks_per_node(
         environ.get('SLURM_STEP_TASKS_PER_NODE') or environ['SLURM_TASKS_PER_NODE'])
   except KeyError as e:
     raise ValueError(f'Slurm variable {e} is not set: run the workers with srun') from e
