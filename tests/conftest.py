@@ -84,6 +84,24 @@ def assert_same_weights(a, b, rtol=1e-5, atol=1e-6, norm_rtol=None):
       np.testing.assert_allclose(a[key], b[key], rtol=rtol, atol=atol, err_msg=key)
 
 
+def assert_one_tiny_run(workdir, engine, num_workers):
+  """Asserts `workdir` holds exactly what one tiny run (20 steps) writes: one checkpoint directory
+  (steps 10 and 20) and one summary, written by the chief only; returns the summary."""
+  import json  # pylint: disable=g-import-not-at-top
+  workdir = str(workdir)
+  assert sorted(os.listdir(workdir)) == ['checkpoints', 'config.json', 'summary.json',
+                                         'tensorboard']
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == [
+      'checkpoint', 'ckpt-10.data-00000-of-00001', 'ckpt-10.index', 'ckpt-20.data-00000-of-00001',
+      'ckpt-20.index']
+  with open(os.path.join(workdir, 'summary.json')) as f:
+    summary = json.load(f)
+  assert (summary['engine'], summary['num_workers'], summary['num_replicas']) == (
+      engine, num_workers, num_workers)
+  assert summary['steps'] == 20 and summary['eval_examples'] == 360
+  return summary
+
+
 def run_cli(*args, timeout=600, env=None):
   """Runs `python -m trainer.train ARGS` in a fresh process; returns the CompletedProcess."""
   return subprocess.run([sys.executable, '-m', 'trainer.train', *args], cwd=REPO,
@@ -98,6 +116,7 @@ def helpers():
     checkpoint_weights = staticmethod(checkpoint_weights)
     assert_same_weights = staticmethod(assert_same_weights)
     run_cli = staticmethod(run_cli)
+    assert_one_tiny_run = staticmethod(assert_one_tiny_run)
     run_launcher = staticmethod(run_launcher)
     tiny_args = TINY_ARGS
     make_tiny_config = staticmethod(make_tiny_config)

@@ -2,7 +2,6 @@
 
 import os
 import statistics
-import time
 
 from absl import logging
 import tensorflow as tf

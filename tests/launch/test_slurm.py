@@ -98,14 +98,7 @@ def test_two_task_job_trains_like_the_local_launcher(engine, slurm_cluster_up, t
   assert f'convoy: job {job_id} (restart 0) on ' in log and '2 task(s)' in log
   assert 'the tasks ended with exit code 0' in log and 'requeueing' not in log
 
-  assert sorted(os.listdir(workdir)) == ['checkpoints', 'config.json', 'summary.json',
-                                         'tensorboard']
-  assert sorted(os.listdir(workdir / 'checkpoints')) == [
-      'checkpoint', 'ckpt-10.data-00000-of-00001', 'ckpt-10.index', 'ckpt-20.data-00000-of-00001',
-      'ckpt-20.index']
-  summary = json.loads((workdir / 'summary.json').read_text())
-  assert (summary['engine'], summary['num_workers'], summary['num_replicas']) == (engine, 2, 2)
-  assert summary['steps'] == 20 and summary['eval_examples'] == 360
+  summary = helpers.assert_one_tiny_run(workdir, engine, 2)
   assert summary['workdir'] == str(workdir)
   assert not os.path.exists(os.path.join(REPO, 'pwned')) and not (tmp_path / 'pwned').exists()
 

@@ -85,7 +85,7 @@ def _fake_results(tuned, naive, one_thread, wait):
                     'one_thread': summary(one_thread)},
       'training': {'steps': 100, 'warmup_steps': 10, 'input_wait_fraction': wait, 'step_ms': 100.0,
                    'wait_ms': 100.0 * wait, 'images_per_second': 640.0, 'compute_step_ms': 95.0,
-                   'input_cost_fraction': 0.05}}
+                   'input_cost_fraction': 0.05, 'others_cpu': None}}
 
 
 def test_report_says_plainly_which_targets_are_missed():
@@ -97,7 +97,11 @@ def test_report_says_plainly_which_targets_are_missed():
   assert 'tuned / decode limit            1.00  >= 0.90   pass' in report
   assert 'MISSED TARGETS: tuned / naive is 1.25x, target >= 1.80x; input wait while training ' \
          'is 20.0%, target <= 5%.' in report
-  assert 'All targets met' not in report
+  assert 'All targets met' not in report and 'WARNING' not in report
+  results['training']['others_cpu'] = 0.5  # Another process took half the machine.
+  assert bench.format_report(results).endswith(
+      'WARNING: other processes used up to 50% of the CPUs during the measurements: the figures '
+      'understate this machine and their ratios are unreliable; rerun when it is idle.')
 
 
 def test_report_when_every_target_is_met():

@@ -62,7 +62,7 @@ def test_sigterm_at_random_step_then_resume_matches_uninterrupted(engine, replic
 
   result = helpers.run_cli(f'--workdir={tmp_path / "run"}', *helpers.tiny_args, *LONG_RUN, *args)
   assert result.returncode == 0, result.stderr[-3000:]
-  assert f'Resumed from' in result.stderr
+  assert 'Resumed from' in result.stderr
   helpers.assert_same_weights(
       helpers.checkpoint_weights(str(tmp_path / 'run'), 40, include_optimizer=True),
       helpers.checkpoint_weights(str(tmp_path / 'straight'), 40, include_optimizer=True))
