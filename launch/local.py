@@ -22,15 +22,8 @@ import time
 from absl import app
 from absl import flags
 
-_ENGINE = flags.DEFINE_enum('engine', 'multi_worker', ['multi_worker', 'horovod'],
-                            'Which kind of workers to start.')
-_NUM_WORKERS = flags.DEFINE_integer('num_workers', 2, 'Number of worker processes (ranks).',
-                                    lower_bound=1)
-_PIN_CPUS = flags.DEFINE_bool('pin_cpus', False, 'Give each worker its own share of the CPUs this '
-                              'process may use (for fair scaling measurements).')
-_TIMEOUT = flags.DEFINE_integer('timeout_seconds', 0, 'Stop every worker after this long (0: never).',
-                                lower_bound=0)
 _GRACE_SECONDS = 10
+_ENGINE = _NUM_WORKERS = _PIN_CPUS = _TIMEOUT = None  # Flags, defined by define_flags().
 
 
 @dataclasses.dataclass
@@ -187,7 +180,22 @@ def _wait(workers, processes, timeout_seconds, err):
   return code
 
 
+def define_flags():
+  """Defines the command-line flags (only when run as a program, so that importing this module
+  next to other launchers defines no flag twice)."""
+  global _ENGINE, _NUM_WORKERS, _PIN_CPUS, _TIMEOUT  # pylint: disable=global-statement
+  _ENGINE = flags.DEFINE_enum('engine', 'multi_worker', ['multi_worker', 'horovod'],
+                              'Which kind of workers to start.')
+  _NUM_WORKERS = flags.DEFINE_integer('num_workers', 2, 'Number of worker processes (ranks).',
+                                      lower_bound=1)
+  _PIN_CPUS = flags.DEFINE_bool('pin_cpus', False, 'Give each worker its own share of the CPUs this '
+                                'process may use (for fair scaling measurements).')
+  _TIMEOUT = flags.DEFINE_integer('timeout_seconds', 0, 'Stop every worker after this long (0: never).',
+                                  lower_bound=0)
+
+
 def main(argv):
+  """Starts the workers named by the flags; returns the exit code."""
   trainer_args = argv[1:]
   if trainer_args and trainer_args[0] == '--':
     trainer_args = trainer_args[1:]
@@ -203,4 +211,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(lambda argv: sys.exit(main(argv)))
