@@ -74,10 +74,11 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path, helpe
                           '--config.train.num_train_steps=10')
   assert first.returncode == 0, first.stderr[-3000:]
   good = helpers.checkpoint_weights(str(workdir), 10)
-  # Resume the same run with an absurd learning rate: the loss diverges to NaN/Inf.
+  # Resume the same run with an absurd constant learning rate: the loss diverges to NaN/Inf.
   result = helpers.run_cli(f'--workdir={workdir}', *helpers.tiny_args,
                            '--config.train.base_learning_rate=1000',
-                           '--config.train.warmup_steps=0')
+                           '--config.train.lr_schedule=constant', '--config.train.warmup_steps=0',
+                           '--config.train.num_train_steps=60')
   assert result.returncode == 5, result.stderr[-3000:]
   assert 'training loss is' in result.stderr and 'stopped without saving' in result.stderr
   assert f'Last good checkpoint: {workdir}/checkpoints/ckpt-10 (kept)' in result.stderr
