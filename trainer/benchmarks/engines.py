@@ -2,7 +2,7 @@
 
     python -m trainer.benchmarks.engines [--config=configs/default.py] [--config.FIELD=VALUE ...]
         [--engines=default,mirrored,multi_worker,horovod] [--num_workers=2] [--pin_cpus]
-        [--steps=200] [--warmup_steps=50] [--repeats=3] [--json_out=PATH]
+        [--steps=200] [--warmup_steps=50] [--repeats=3] [--timeout_seconds=0] [--json_out=PATH]
 
 One command runs each engine in turn on the same model, data and global batch, with the trainer's
 own custom loop (`trainer.loops.custom_loop`, timed by `trainer.benchmarks.loops`' stopwatch):
@@ -394,8 +394,11 @@ def summarize_engine(engine_name, results, global_batch_size):
 
 def describe_config(config):
   """The fields of the run that the figures depend on (the engine varies per row)."""
+  data = config.data.source
+  if data == 'tfds':
+    data = f'tfds {config.data.tfds_name}'
   return {'model': config.model.name, 'global_batch_size': config.train.global_batch_size,
-          'steps_per_loop': config.train.steps_per_loop, 'data_source': config.data.source,
+          'steps_per_loop': config.train.steps_per_loop, 'data_source': data,
           'batch_norm': config.model.batch_norm, 'tensorflow': tf.__version__}
 
 
@@ -412,7 +415,7 @@ def _row(name, r):
   spread = f"[{rates['min']:.0f}-{rates['max']:.0f}]"
   share = f"{r['comm_share']:.2f} ({r['comm_share_raw']:+.2f})"
   load = f"{r['load_average']['start']:.1f}-{r['load_average']['end']:.1f}"
-  return (f"{name:<13}{layout_text:>7}{rates['median']:>10.0f} {spread:<12}{r['step_ms']:>8.2f}"
+  return (f"{name:<13}{layout_text:>7}{rates['median']:>10.0f} {spread:<14}{r['step_ms']:>8.2f}"
           f"{r['no_comm_step_ms']:>9.2f}{r['comm_ms']:>9.2f}  {share:<14}{r['allreduce_ms']:>9.3f}"
           f"  {load:<9}  {_cpu_list(r['cpus'])}")
 
@@ -438,7 +441,7 @@ def format_report(results):
       f"Each engine: custom loop, {results['warmup_steps']} warm-up + {results['steps']} measured "
       f"steps, {results['repeats']} repeat(s), fresh model each; images/s median [min-max].",
       '',
-      f"{'engine':<13}{'w x r':>7}{'images/s':>10} {'[min-max]':<12}{'step ms':>8}"
+      f"{'engine':<13}{'w x r':>7}{'images/s':>10} {'[min-max]':<14}{'step ms':>8}"
       f"{'no-comm':>9}{'comm ms':>9}  {'share (raw)':<14}{'allred ms':>9}  {'load':<9}  cpus",
   ]
   lines += [_row(name, r) for name, r in results['engines'].items()]
@@ -450,8 +453,8 @@ def format_report(results):
       'parentheses).',
       'allred ms: one all-reduce of a gradient-sized buffer alone (engine.reduce_gradients + '
       'optimizer aggregation).',
-      'load: 1-min load average of the machine when the engine started and ended; cpus: each '
-      'process\'s CPUs.',
+      'load: 1-min load average when the engine started and ended (its own processes count about '
+      '1 each); cpus: each process\'s CPUs.',
       'Logical devices and local processes share this machine\'s cores: "comm" includes waiting '
       'for the slower peer',
       'and CPU contention, not only data movement. default has nothing to reduce: its row shows '
@@ -540,17 +543,8 @@ def command_line(argv):
 
 
 def _define_flags():
-  """Defines the command-line flags, only when run as a program (importing defines none of its own).
-
-  `--num_workers`, `--pin_cpus` and `--timeout_seconds` are `launch.local`'s own flags (importing it
-  defines them), made key flags of this program: here --num_workers is also the replica count of
-  mirrored, --pin_cpus pins each replica, and --timeout_seconds bounds each engine's run.
-  """
-  for name in ('num_workers', 'pin_cpus', 'timeout_seconds'):
-    flags.declare_key_flag(name)
+  """Defines the command-line flags; only when run as a program, so importing defines none."""
   return types.SimpleNamespace(
-      num_workers=flags.FLAGS['num_workers'], pin_cpus=flags.FLAGS['pin_cpus'],
-      timeout_seconds=flags.FLAGS['timeout_seconds'], launcher_engine=flags.FLAGS['engine'],
       config=config_flags.DEFINE_config_file(
           'config', _DEFAULT_CONFIG, 'Experiment config file (a Python file with get_config()); '
           'any field can be overridden, e.g. --config.train.global_batch_size=128. The benchmark '
@@ -569,6 +563,16 @@ def _define_flags():
       engines=flags.DEFINE_list(
           'engines', ','.join(DEFAULT_ENGINES), 'Engines to measure, in this order, among '
           f'{", ".join(DEFAULT_ENGINES)}.'),
+      num_workers=flags.DEFINE_integer(
+          'num_workers', 2, 'Worker processes of multi_worker and horovod, and replicas (logical '
+          'CPU devices) of mirrored; default always has 1.'),
+      pin_cpus=flags.DEFINE_bool(
+          'pin_cpus', False, 'Give each replica its own share of this process\'s CPUs, with 1 '
+          'intra-op thread per process and 1 inter-op thread per local replica (a fair 1 vs N '
+          'comparison).'),
+      timeout_seconds=flags.DEFINE_integer(
+          'timeout_seconds', 0, 'Stop an engine\'s workers after this long and report it as '
+          'failed (0: never).', lower_bound=0),
       json_out=flags.DEFINE_string('json_out', None, 'Optional path of a JSON file for the '
                                    'results.'),
       worker=flags.DEFINE_bool(
@@ -629,8 +633,6 @@ def main(argv, flag_values):
   """
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
-  if flag_values.launcher_engine.present:
-    raise app.UsageError('--engine is launch.local\'s flag; this benchmark takes --engines')
   config = flag_values.config.value
   plan = _checked_plan(flag_values, config)
   if flag_values.worker.value:

@@ -28,7 +28,9 @@ batches (images/s = batches x batch / seconds):
   `threading.max_intra_op_parallelism=1`). Same kernels, same execution engine, no per-op Python
   dispatch: the fairest one-thread rate of this work (a Python loop calling the ops eagerly would
   add dispatch overhead and understate it). It includes reading the records from the (cached)
-  files and the batch copy, both small next to decode and augment.
+  files and the batch copy, both small next to decode and augment. The calling thread and the
+  pool's thread can still overlap a little: the same pipeline in a process pinned to one core
+  (`taskset -c 0`) measured about 7% lower, so the limit errs high (a stricter target).
   decode limit = one-thread rate x CPUs available to the process (`os.sched_getaffinity`).
 
 Training (the input wait): the shared CNN (config.model, small_cnn by default) trained on the same
