@@ -58,11 +58,27 @@ def _records(files, config, sharding, input_context):
   return dataset
 
 
+def _window_shuffle(dataset, window, seed):
+  """Shuffles within consecutive windows of `window` records, with stateless randomness.
+
+  `Dataset.shuffle` cannot take a per-epoch tensor seed once a global seed is set (as Keras's
+  `set_random_seed` does); a seeded permutation of each window is deterministic at any seed.
+  """
+
+  def permute(index, records):
+    count = tf.shape(records[0])[0]
+    order = tf.argsort(tf.random.stateless_uniform([count], seed=seed + tf.stack([0, index])))
+    return tf.data.Dataset.from_tensor_slices(tuple(tf.gather(r, order) for r in records))
+
+  return dataset.batch(window).enumerate().flat_map(permute)
+
+
 def _train_epoch(files, config, sharding, input_context):
   """Returns `epoch -> dataset` of one shuffled epoch of this pipeline's records.
 
-  Both the file order and the record shuffle are seeded by (seed, epoch), so every pipeline agrees
-  on the file order (needed for example sharding) and an epoch is the same whenever it is rebuilt.
+  Both the file order and the record shuffle (within windows of `data.shuffle_buffer` records) are
+  seeded by (seed, epoch), so every pipeline agrees on the file order (needed for example sharding)
+  and an epoch is the same whenever it is rebuilt.
   """
   files = tf.constant(files)
   seed = config.seed
@@ -71,7 +87,8 @@ def _train_epoch(files, config, sharding, input_context):
     order = tf.argsort(tf.random.stateless_uniform([files.shape[0]], seed=tf.stack(
         [tf.constant(seed, tf.int64), epoch])))
     dataset = _records(tf.gather(files, order), config, sharding, input_context)
-    return dataset.shuffle(config.data.shuffle_buffer, seed=seed * 1000003 + epoch)
+    return _window_shuffle(dataset, config.data.shuffle_buffer, tf.stack(
+        [tf.constant(seed, tf.int64) * 1000003 + epoch, tf.constant(0, tf.int64)]))
 
   return epoch_dataset
 

@@ -166,3 +166,12 @@ def test_skip_corrupt_skips_and_counts_what_cannot_be_decoded(tiny_config, shard
   seen = sum(int(x.shape[0]) for x, _ in datasets.create_eval_dataset(
       config, source, tf.distribute.InputContext()))
   assert seen == readable
+
+
+def test_training_on_tfrecords_end_to_end_under_a_global_seed(tiny_config, shards, tmp_path):
+  # The trainer sets a global seed before building its pipelines (Keras's set_random_seed).
+  from trainer import experiment  # pylint: disable=g-import-not-at-top
+  config = _config(tiny_config, *shards, batch=8)
+  tf.random.set_seed(0)
+  summary = experiment.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert summary['steps'] == 20 and summary['eval_examples'] == 37
