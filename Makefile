@@ -22,7 +22,7 @@ $(STAMP): setup.py
 	$(PY) -m pip install --quiet 'cmake>=3.13,<4'
 	@# Horovod is built from source against the TensorFlow just installed (no build isolation),
 	@# with the Gloo controller, and MPI too when mpicxx is present.
-	PATH=$(abspath $(VENV))/bin:$$PATH HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 \
+	env PATH=$(abspath $(VENV))/bin:$$PATH HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 \
 	  HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1 MAKEFLAGS=-j$$(nproc) \
 	  $$(command -v mpicxx >/dev/null && echo HOROVOD_WITH_MPI=1 || echo HOROVOD_WITHOUT_MPI=1) \
 	  $(PY) -m pip install --quiet --no-build-isolation --no-cache-dir 'horovod==0.28.1'
