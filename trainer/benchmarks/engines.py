@@ -51,7 +51,6 @@ import functools
 import glob
 import json
 import os
-import shlex
 import statistics
 import sys
 import tempfile
@@ -537,11 +536,6 @@ def make_plan(config, engine_names, num_workers, pin_cpus, steps, warmup_steps, 
   return bench.make_plan(config, ['custom'], steps, warmup_steps, None, repeats)
 
 
-def command_line(argv):
-  """The shell command that reproduces this run, from the process's arguments."""
-  return ' '.join([_COMMAND] + [shlex.quote(arg) for arg in argv[1:]])
-
-
 def _define_flags():
   """Defines the command-line flags; only when run as a program, so importing defines none."""
   return types.SimpleNamespace(
@@ -611,16 +605,14 @@ def _worker_main(flag_values, config, plan):
 
 
 def _chief_main(flag_values, config, plan):
-  command = command_line(sys.argv)
+  command = bench.command_line(sys.argv, _COMMAND)
   print(f'Command: {command}', flush=True)
   code, results = run_benchmark(config, plan, flag_values.engines.value,
                                 flag_values.num_workers.value, flag_values.pin_cpus.value,
                                 sys.argv[1:], flag_values.timeout_seconds.value)
   results = dict(results, command=command)
   print(format_report(results), flush=True)
-  if flag_values.json_out.value:
-    with open(flag_values.json_out.value, 'w') as f:
-      f.write(json.dumps(results, indent=2) + '\n')
+  bench.write_results(flag_values.json_out.value, results)
   sys.exit(code)
 
 

@@ -56,7 +56,6 @@ import functools
 import glob
 import json
 import os
-import shlex
 import statistics
 import sys
 import tempfile
@@ -337,16 +336,13 @@ def measure_input_wait(config, engine, source, plan):
     the CPU the pipeline takes from the step; may be slightly negative from noise), others_cpu
     (the larger CPU share of other processes over the two timed phases, or None).
   """
-  # Built before the global seed is set: under tf.random.set_seed(0), `Dataset.shuffle` cannot
-  # take the stream's per-epoch tensor seed (TensorFlow compares the seed pair to (0, 0)).
-  dataset = engine.distribute_dataset(
-      lambda ctx: datasets.create_train_dataset(config, source, ctx))
   tf_keras.utils.set_random_seed(config.seed)
   model, optimizer, _ = experiment.create_model_and_optimizer(
       config, engine, source, plan.train_warmup_steps + 2 * plan.train_steps)
   engine.sync_initial_state(model, optimizer)
   train_step = _compiled_step(config, engine, model, optimizer)
-  iterator = iter(dataset)
+  iterator = iter(engine.distribute_dataset(
+      lambda ctx: datasets.create_train_dataset(config, source, ctx)))
   _timed_steps(train_step, optimizer, lambda: next(iterator), plan.train_warmup_steps)
   meter = CpuMeter()
   waits, totals = _timed_steps(train_step, optimizer, lambda: next(iterator), plan.train_steps)
@@ -549,11 +545,6 @@ def format_report(results):
 # Command line.
 
 
-def command_line(argv):
-  """The shell command that reproduces this run, from the process's arguments."""
-  return ' '.join([_COMMAND] + [shlex.quote(arg) for arg in argv[1:]])
-
-
 def make_plan(batch_size, warmup_batches, batches, repeats, train_steps, train_warmup_steps):
   """Checks the measurement flags and returns a `Plan`.
 
@@ -649,15 +640,13 @@ def main(argv, flag_values):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   config, spec, plan = _parse(flag_values)
-  command = command_line(sys.argv)
+  command = loops_bench.command_line(sys.argv, _COMMAND)
   print(f'Command: {command}', flush=True)
   experiment.quiet_tensorflow_logs()
   results = dict(run_benchmark(config, spec, plan, flag_values.image_size.value,
                                flag_values.train_image_size.value), command=command)
   print(format_report(results).split('\n', 1)[1], flush=True)  # The command is printed already.
-  if flag_values.json_out.value:
-    with open(flag_values.json_out.value, 'w') as f:
-      f.write(json.dumps(results, indent=2) + '\n')
+  loops_bench.write_results(flag_values.json_out.value, results)
 
 
 def run():

@@ -295,9 +295,16 @@ def format_report(results):
   return '\n'.join(lines)
 
 
-def command_line(argv):
+def command_line(argv, command=_COMMAND):
   """The shell command that reproduces this run, from the process's arguments."""
-  return ' '.join([_COMMAND] + [shlex.quote(arg) for arg in argv[1:]])
+  return ' '.join([command] + [shlex.quote(arg) for arg in argv[1:]])
+
+
+def write_results(path, results):
+  """Writes a benchmark's results as JSON to `path` (nothing when `path` is empty)."""
+  if path:
+    with open(path, 'w') as f:
+      f.write(json.dumps(results, indent=2) + '\n')
 
 
 def _define_flags():
@@ -350,9 +357,7 @@ def main(argv, flag_values):
   experiment.quiet_tensorflow_logs()
   results = dict(run_benchmark(config, plan), command=command)
   print(format_report(results).split('\n', 1)[1], flush=True)  # The command is printed already.
-  if flag_values.json_out.value:
-    with open(flag_values.json_out.value, 'w') as f:
-      f.write(json.dumps(results, indent=2) + '\n')
+  write_results(flag_values.json_out.value, results)
 
 
 def run():
