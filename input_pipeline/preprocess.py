@@ -29,13 +29,31 @@ def _flip_crop(image, height, width, seed):
   return tf.image.stateless_random_flip_left_right(image, seed=seed + 1)
 
 
-def _random_resized_crop(image, height, width, seed):
-  """ImageNet-style: a random crop of 8-100% of the area, aspect 3/4-4/3, resized, random flip."""
+def _crop_window(image_shape, seed):
+  """A random crop of 8-100% of the area with aspect 3/4-4/3: (begin, size) as 3-vectors."""
   begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-      tf.shape(image), bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=seed,
+      image_shape, bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=seed,
       min_object_covered=0.1, aspect_ratio_range=(3 / 4, 4 / 3), area_range=(0.08, 1.0),
       max_attempts=10, use_image_if_no_bounding_boxes=True)
-  image = _resize(tf.slice(image, begin, size), height, width)
+  return begin, size
+
+
+def _random_resized_crop(encoded, height, width, channels, seed):
+  """ImageNet-style random crop, resized, random flip. JPEGs decode only the crop (much cheaper)."""
+
+  def from_jpeg():
+    begin, size = _crop_window(tf.io.extract_jpeg_shape(encoded), seed)
+    window = tf.stack([begin[0], begin[1], size[0], size[1]])
+    crop = tf.io.decode_and_crop_jpeg(encoded, window, channels=channels)
+    return tf.image.convert_image_dtype(crop, tf.float32)
+
+  def from_other():
+    image = decode(encoded, channels)
+    begin, size = _crop_window(tf.shape(image), seed)
+    return tf.slice(image, begin, size)
+
+  crop = tf.cond(tf.io.is_jpeg(encoded), from_jpeg, from_other)
+  image = _resize(tf.reshape(crop, [tf.shape(crop)[0], tf.shape(crop)[1], channels]), height, width)
   return tf.image.stateless_random_flip_left_right(image, seed=seed + 1)
 
 
@@ -49,12 +67,12 @@ def preprocess_for_train(encoded, image_shape, augment, seed):
     seed: int64 tensor of shape [3] (seed, pipeline, example index); stateless ops use 2 of them.
   """
   height, width, channels = image_shape
-  image = decode(encoded, channels)
   seed = tf.cast(tf.stack([seed[0] * 1000003 + seed[1], seed[2]]), tf.int64)
+  if augment == 'random_resized_crop':
+    return tf.ensure_shape(_random_resized_crop(encoded, height, width, channels, seed), image_shape)
+  image = decode(encoded, channels)
   if augment == 'flip_crop':
     image = _flip_crop(image, height, width, seed)
-  elif augment == 'random_resized_crop':
-    image = _random_resized_crop(image, height, width, seed)
   else:
     image = _resize(image, height, width)
   return tf.ensure_shape(image, image_shape)
