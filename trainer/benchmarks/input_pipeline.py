@@ -2,8 +2,8 @@
 machine's decode limit, and the share of training step time spent waiting for input.
 
     python -m trainer.benchmarks.input_pipeline [--data_dir=DIR] [--num_images=2048]
-        [--image_size=224] [--num_shards=16] [--batch_size=64] [--warmup_batches=5]
-        [--batches=40] [--repeats=3] [--train_image_size=64] [--train_steps=100]
+        [--image_size=224] [--num_shards=16] [--batch_size=64] [--warmup_batches=10]
+        [--batches=100] [--repeats=3] [--train_image_size=64] [--train_steps=100]
         [--train_warmup_steps=10] [--json_out=PATH] [--config=configs/default.py]
         [--config.FIELD=VALUE ...]
 
@@ -24,13 +24,16 @@ batches (images/s = batches x batch / seconds):
 * naive: `TFRecordDataset` over the same files one after the other, `.map(same work)` without
   `num_parallel_calls`, `.batch`, no prefetch, and tf.data's default rewrites turned off (TF 2.18
   otherwise parallelizes such a map and injects a prefetch itself);
-* one thread: the naive pipeline confined to one thread (`threading.private_threadpool_size=1`,
-  `threading.max_intra_op_parallelism=1`). Same kernels, same execution engine, no per-op Python
-  dispatch: the fairest one-thread rate of this work (a Python loop calling the ops eagerly would
-  add dispatch overhead and understate it). It includes reading the records from the (cached)
-  files and the batch copy, both small next to decode and augment. The calling thread and the
-  pool's thread can still overlap a little: the same pipeline in a process pinned to one core
-  (`taskset -c 0`) measured about 7% lower, so the limit errs high (a stricter target).
+* one thread: the naive pipeline in a child process that has one thread of TensorFlow compute on
+  one core: intra-op and inter-op pools of 1 thread (`tf.config.threading`), tf.data's
+  `private_threadpool_size=1` and `max_intra_op_parallelism=1`, and the process pinned to one CPU
+  (`os.sched_setaffinity`, before TensorFlow starts its threads). Same kernels, same execution
+  engine, no per-op Python dispatch (a Python loop calling the ops eagerly would add dispatch
+  overhead and understate the rate). All three are needed: tf.data's options alone do not confine
+  every kernel (the antialiased resize still runs on the process's intra-op pool, about 1.4 cores
+  here), and one thread left free to move between cores pays cross-core wake-ups between the
+  iterator and its pool thread, which is pipeline overhead, not decode work. It includes reading
+  the records from the (cached) files and the batch copy, both small next to decode and augment.
   decode limit = one-thread rate x CPUs available to the process (`os.sched_getaffinity`).
 
 Training (the input wait): the shared CNN (config.model, small_cnn by default) trained on the same
@@ -57,6 +60,7 @@ import glob
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -65,6 +69,7 @@ import types
 from absl import app
 from absl import flags
 from absl import logging
+import ml_collections
 from ml_collections import config_flags
 import tensorflow as tf
 import tf_keras
@@ -223,7 +228,7 @@ def one_thread_pipeline(config, source):
   return naive_pipeline(config, source, one_thread=True)
 
 
-_BUILDERS = {'tuned': tuned_pipeline, 'naive': naive_pipeline, 'one_thread': one_thread_pipeline}
+_BUILDERS = {'tuned': tuned_pipeline, 'naive': naive_pipeline}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -281,16 +286,94 @@ def _summarize(rates, others):
           'runs': rates, 'others_cpu': statistics.mean(known) if known else None}
 
 
+# ------------------------------------------------------------------------------------------------
+# The one-thread rate, in a child process (thread pools are fixed when TensorFlow starts).
+
+_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _child_request(config, plan, cpu):
+  """What the child needs to rebuild the naive pipeline of `config` and time it like `plan`."""
+  return {'seed': config.seed, 'data': config.data.to_dict(),
+          'batch_size': config.train.global_batch_size, 'warmup_batches': plan.warmup_batches,
+          'batches': plan.batches, 'cpu': cpu}
+
+
+def measure_one_thread(config, plan):
+  """Runs `run_one_thread_child` in a fresh process; returns its result dict.
+
+  Raises:
+    RuntimeError: with the end of the child's stderr, if it fails.
+  """
+  cpu = min(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else None
+  with tempfile.TemporaryDirectory() as directory:
+    path = os.path.join(directory, 'request.json')
+    with open(path, 'w') as f:
+      json.dump(_child_request(config, plan, cpu), f)
+    proc = subprocess.run([sys.executable, '-m', 'trainer.benchmarks.input_pipeline',
+                           f'--one_thread_child={path}'], cwd=_REPO, capture_output=True,
+                          text=True, check=False)
+    if proc.returncode:
+      raise RuntimeError(f'one-thread child failed ({proc.returncode}): {proc.stderr[-2000:]}')
+    with open(path + '.result') as f:
+      return json.load(f)
+
+
+def run_one_thread_child(request_path):
+  """The child: one core, one thread of TensorFlow compute; times the naive pipeline.
+
+  Must run before any TensorFlow op (pools are created then). Writes `request_path`.result with
+  images_per_second, others_cpu, cores_used (process CPU time / wall time: 1.0 when confined) and
+  cpu (the CPU it was pinned to, or None where affinity cannot be set).
+  """
+  with open(request_path) as f:
+    request = json.load(f)
+  if request['cpu'] is not None:
+    os.sched_setaffinity(0, {request['cpu']})  # Threads started later inherit it.
+  tf.config.threading.set_intra_op_parallelism_threads(1)
+  tf.config.threading.set_inter_op_parallelism_threads(1)
+  config = ml_collections.ConfigDict({'seed': request['seed'], 'data': request['data'],
+                                      'train': {'global_batch_size': request['batch_size']}})
+  plan = types.SimpleNamespace(batch_size=request['batch_size'], batches=request['batches'],
+                               warmup_batches=request['warmup_batches'])
+  cpu_start = time.process_time()
+  wall_start = time.perf_counter()
+  rate, others = time_pipeline(one_thread_pipeline(config, sources.load_tfrecords(config.data)),
+                               plan)
+  cores = (time.process_time() - cpu_start) / (time.perf_counter() - wall_start)
+  with open(request_path + '.result', 'w') as f:
+    json.dump({'images_per_second': rate, 'others_cpu': others, 'cores_used': cores,
+               'cpu': request['cpu']}, f)
+
+
+def _time_one(name, config, source, plan):
+  """(images/s, others' CPU share, extra JSON fields) of one measurement of pipeline `name`."""
+  if name == 'one_thread':
+    result = measure_one_thread(config, plan)
+    return result['images_per_second'], result['others_cpu'], {
+        'cores_used': result['cores_used'], 'cpu': result['cpu']}
+  rate, others = time_pipeline(_BUILDERS[name](config, source), plan)
+  return rate, others, {}
+
+
 def measure_pipelines(config, source, plan):
-  """Measures every pipeline `plan.repeats` times, interleaved; returns {name: summary}."""
-  runs = {name: ([], []) for name in PIPELINES}
+  """Measures every pipeline `plan.repeats` times, interleaved; returns {name: summary}.
+
+  The one-thread summary also has `cores_used` (the children's mean process CPU / wall time,
+  warm-up included) and `cpu` (the CPU they were pinned to).
+  """
+  runs = {name: ([], [], []) for name in PIPELINES}
   for repeat in range(plan.repeats):
     for name in PIPELINES:
-      rate, others = time_pipeline(_BUILDERS[name](config, source), plan)
-      runs[name][0].append(rate)
-      runs[name][1].append(others)
+      rate, others, extra = _time_one(name, config, source, plan)
+      for values, value in zip(runs[name], (rate, others, extra)):
+        values.append(value)
       logging.info('repeat %d/%d %-10s %.0f images/s', repeat + 1, plan.repeats, name, rate)
-  return {name: _summarize(*runs[name]) for name in PIPELINES}
+  summaries = {name: _summarize(*runs[name][:2]) for name in PIPELINES}
+  extras = runs['one_thread'][2]
+  summaries['one_thread'].update(
+      cores_used=statistics.mean(e['cores_used'] for e in extras), cpu=extras[0]['cpu'])
+  return summaries
 
 
 # ------------------------------------------------------------------------------------------------
@@ -438,7 +521,7 @@ def run_benchmark(config, spec, plan, image_size, train_image_size):
 _LABELS = {
     'tuned': 'streaming.create_train_stream: interleave, shuffle, parallel map, prefetch',
     'naive': 'files in order, sequential map, batch, no prefetch, no tf.data rewrites',
-    'one_thread': 'the naive pipeline on 1 thread (private pool 1, intra-op 1)',
+    'one_thread': 'the naive pipeline in a child process: 1 TF thread, {where}',
 }
 _CHECK_LABELS = {'tuned_vs_naive': 'tuned / naive',
                  'tuned_vs_decode_limit': 'tuned / decode limit',
@@ -484,8 +567,10 @@ def _pipeline_lines(results):
   lines = [f"{'pipeline':<14}{'images/s':>9}  {'min-max':<12}{'others':>7}  what"]
   for name, r in results['pipelines'].items():
     spread = f"{r['min']:.0f}-{r['max']:.0f}"
+    where = (f"pinned to CPU {r['cpu']}" if r.get('cpu') is not None else 'not pinned') + (
+        f", {r['cores_used']:.2f} cores used" if 'cores_used' in r else '')
     lines.append(f"{name:<14}{r['images_per_second']:>9.0f}  {spread:<12}"
-                 f"{_percent(r['others_cpu']):>7}  {_LABELS[name]}")
+                 f"{_percent(r['others_cpu']):>7}  {_LABELS[name].format(where=where)}")
   lines.append(f"{'decode limit':<14}{results['decode_limit']:>9.0f}  {'':<12}{'':>7}  one_thread "
                f"x {results['cpus_available']} CPU(s)")
   return lines
@@ -598,9 +683,9 @@ def _define_flags():
       num_classes=integer('num_classes', 10, 'Classes of the generated labels.'),
       batch_size=integer('batch_size', 64, 'Images per batch in the three input pipelines (the '
                          'training part uses config.train.global_batch_size).'),
-      warmup_batches=integer('warmup_batches', 5, 'Batches read before the clock starts, for each '
+      warmup_batches=integer('warmup_batches', 10, 'Batches read before the clock starts, for each '
                              'pipeline and repeat.'),
-      batches=integer('batches', 40, 'Measured batches per pipeline and repeat.'),
+      batches=integer('batches', 100, 'Measured batches per pipeline and repeat.'),
       repeats=integer('repeats', 3, 'Measurements of each pipeline, interleaved; the table reports '
                       'the median and the min-max.'),
       train_image_size=integer('train_image_size', 64, 'data.image_size while training (the '
@@ -609,7 +694,10 @@ def _define_flags():
       train_warmup_steps=integer('train_warmup_steps', 10, 'Training steps before the clock '
                                  'starts (tracing, pipeline warm-up).'),
       json_out=flags.DEFINE_string('json_out', None, 'Optional path of a JSON file for the '
-                                   'results.'))
+                                   'results.'),
+      one_thread_child=flags.DEFINE_string(
+          'one_thread_child', None, 'Internal: run as the one-thread child on this request file '
+          '(the benchmark starts it; see the module docstring).'))
 
 
 def _parse(flag_values):
@@ -639,6 +727,9 @@ def main(argv, flag_values):
   """
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  if flag_values.one_thread_child.value:
+    run_one_thread_child(flag_values.one_thread_child.value)
+    return
   config, spec, plan = _parse(flag_values)
   command = loops_bench.command_line(sys.argv, _COMMAND)
   print(f'Command: {command}', flush=True)
