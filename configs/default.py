@@ -39,6 +39,13 @@ def get_config():
   config.engine.collective = 'auto'
   config.engine.collective_timeout_seconds = 0
   config.engine.peer_timeout_seconds = 120
+  # CPU budget of this process: 'auto' sizes TensorFlow's intra-op and inter-op thread pools and
+  # tf.data's private pool from the cores this process may really use (CPU affinity, cgroup quota,
+  # SLURM_CPUS_PER_TASK, shared by the local processes of the job); 'off' leaves TensorFlow's
+  # defaults (every process sized for the whole machine). Positive thread counts override 'auto'.
+  config.engine.cpu_budget = 'auto'
+  config.engine.intra_op_threads = -1
+  config.engine.inter_op_threads = -1
 
   config.model = ml_collections.ConfigDict()
   # 'small_cnn' (Conv-SE-Pool-Dense, 8x8 to 64x64 inputs), 'resnet_cifar' (ResNet-20 style,
@@ -53,6 +60,9 @@ def get_config():
   config.model.batch_norm = 'none'
   # L2 weight decay on conv and dense kernels (added to the loss as a regularization loss).
   config.model.weight_decay = 1e-4
+  # Layout of the activations: 'channels_last' (NHWC, the only one TensorFlow's CPU kernels
+  # support) or 'channels_first' (NCHW, often faster with cuDNN on GPUs; untested here: no GPU).
+  config.model.data_format = 'channels_last'
 
   config.data = ml_collections.ConfigDict()
   # Where examples come from: 'digits' (scikit-learn's 8x8 digits, in memory), 'tfds' (a TFDS
@@ -127,6 +137,29 @@ def get_config():
   config.train.lr_boundaries = (0.5, 0.75)
   # Linear warm-up from 0 to the peak learning rate, in optimizer steps.
   config.train.warmup_steps = 50
+  # Gradient accumulation: each optimizer step sums the gradients of this many micro-batches of
+  # global_batch_size examples, then communicates and applies them once. The effective batch (and
+  # the learning-rate scaling, data position and summary) is accumulation_steps x global_batch_size.
+  config.train.accumulation_steps = 1
+  # Numerics: 'float32', 'mixed_bfloat16' (bfloat16 compute, float32 variables; fast on CPUs with
+  # AVX512_BF16 and on TPUs/recent GPUs) or 'mixed_float16' (float16 compute with dynamic loss
+  # scaling, for GPUs; both loops scale and unscale the loss).
+  config.train.precision = 'float32'
+  # mixed_float16: the loss scale to start from (halved after a step whose gradients overflow,
+  # doubled after 2000 good steps).
+  config.train.initial_loss_scale = 32768.0
+  # Compile the training step with XLA (jit_compile), in both loops.
+  config.train.jit_compile = False
+  # A non-finite loss or gradient: 'stop' (exit 5 naming the step and the last good checkpoint,
+  # which is kept) or 'skip' (that optimizer step is not applied on any replica; counted in
+  # summary.json as nonfinite_steps_skipped).
+  config.train.nonfinite = 'stop'
+  # Learning rate when the effective batch differs from base 256: 'linear' (base x batch / 256,
+  # also when resuming with another number of workers) or 'none' (base_learning_rate as is).
+  config.train.lr_scaling = 'linear'
+  # TensorBoard profiler capture of optimizer steps [start, stop) to workdir/profile (whole
+  # windows of steps_per_loop are captured); (0, 0) captures nothing.
+  config.train.profile_steps = (0, 0)
   # Export a SavedModel of the trained model to workdir/export at the end.
   config.train.export = True
 

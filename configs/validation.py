@@ -8,12 +8,18 @@ COLLECTIVES = ('auto', 'ring', 'nccl')
 DEVICES = ('auto', 'cpu', 'gpu')
 ALL_REDUCE = ('nccl', 'hierarchical_copy', 'reduction_to_one')
 MODELS = ('small_cnn', 'resnet_cifar', 'resnet50')
+MAX_POOL_MODELS = ('small_cnn', 'resnet50')
 BATCH_NORM = ('none', 'local', 'sync')
 SOURCES = ('digits', 'tfds', 'tfrecord', 'synthetic')
 AUGMENTATIONS = ('none', 'flip_crop', 'random_resized_crop')
 IN_MEMORY = ('auto', 'yes', 'no')
 OPTIMIZERS = ('sgd', 'adam')
 LR_SCHEDULES = ('constant', 'cosine', 'step')
+CPU_BUDGETS = ('auto', 'off')
+DATA_FORMATS = ('channels_last', 'channels_first')
+PRECISIONS = ('float32', 'mixed_bfloat16', 'mixed_float16')
+NONFINITE = ('stop', 'skip')
+LR_SCALING = ('linear', 'none')
 
 
 class ConfigError(ValueError):
@@ -71,16 +77,27 @@ class _Checker:
       self.fail(field, f'must be a multiple of {base_field}={base}')
 
 
-def validate_topology(config, num_replicas):
-  """Checks what depends on the engine's replica count (known once the engine exists).
+def validate_topology(config, num_replicas, devices=None):
+  """Checks what depends on the engine (known once it exists): replica count and devices.
+
+  `devices` are the engine's device names; None (not known yet, e.g. when rendering a job for
+  another machine) skips the device checks.
 
   Raises:
-    ConfigError: if the global batch does not split evenly over `num_replicas`.
+    ConfigError: if the global batch does not split evenly over `num_replicas`, or the model asks
+      for a layout the devices cannot run.
   """
+  problems = []
   if config.train.global_batch_size % num_replicas:
-    raise ConfigError(
-        f'Invalid config:\n  train.global_batch_size={config.train.global_batch_size}: must be '
-        f'divisible by the {num_replicas} replicas of this run (workers x replicas per worker)')
+    problems.append(
+        f'train.global_batch_size={config.train.global_batch_size}: must be divisible by the '
+        f'{num_replicas} replicas of this run (workers x replicas per worker)')
+  if (devices is not None and config.model.data_format == 'channels_first' and
+      not any('GPU' in str(device).upper() for device in devices)):
+    problems.append("model.data_format='channels_first': TensorFlow's CPU kernels only support "
+                    "'channels_last' (NHWC); use it, or run on GPUs")
+  if problems:
+    raise ConfigError('Invalid config:\n  ' + '\n  '.join(problems))
 
 
 def validate(config):
@@ -107,6 +124,9 @@ def validate(config):
   if not _is_int(config.engine.collective_timeout_seconds) or config.engine.collective_timeout_seconds < 0:
     c.fail('engine.collective_timeout_seconds', 'must be a non-negative integer (0: no timeout)')
   c.positive_int('engine.peer_timeout_seconds')
+  c.choice('engine.cpu_budget', CPU_BUDGETS)
+  c.positive_int('engine.intra_op_threads', allow=(-1,))
+  c.positive_int('engine.inter_op_threads', allow=(-1,))
   if (config.engine.name in ('default', 'horovod', 'multi_worker') and
       config.engine.num_replicas != 1):
     c.fail('engine.num_replicas', f'must be 1 with engine.name={config.engine.name!r}: its replicas '
@@ -117,6 +137,7 @@ def validate(config):
   c.number_in('model.se_ratio', 0.0, 1.0)
   c.choice('model.batch_norm', BATCH_NORM)
   c.number_in('model.weight_decay', 0.0, 1.0)
+  c.choice('model.data_format', DATA_FORMATS)
 
   c.choice('data.source', SOURCES)
   c.positive_int('data.image_size', allow=(-1,))
@@ -179,6 +200,22 @@ def validate(config):
     c.fail('train.lr_boundaries', 'must be an increasing tuple of fractions in (0, 1)')
   if not _is_int(train.warmup_steps) or train.warmup_steps < 0:
     c.fail('train.warmup_steps', 'must be a non-negative integer')
+  c.positive_int('train.accumulation_steps')
+  c.choice('train.precision', PRECISIONS)
+  c.number_in('train.initial_loss_scale', 1.0, 2.0**64)
+  if not isinstance(train.jit_compile, bool):
+    c.fail('train.jit_compile', 'must be True or False')
+  elif train.jit_compile and config.deterministic and config.model.name in MAX_POOL_MODELS:
+    c.fail('train.jit_compile', f'cannot be combined with deterministic=True for '
+           f'model.name={config.model.name!r}: XLA has no deterministic max-pool gradient (turn one '
+           "of them off, or use 'resnet_cifar')")
+  c.choice('train.nonfinite', NONFINITE)
+  c.choice('train.lr_scaling', LR_SCALING)
+  profile = train.profile_steps
+  if (not isinstance(profile, tuple) or len(profile) != 2 or not all(_is_int(s) for s in profile)
+      or not 0 <= profile[0] <= profile[1]):
+    c.fail('train.profile_steps', 'must be a pair (start, stop) of integers with 0 <= start <= '
+           'stop ((0, 0): no capture)')
   if not isinstance(train.export, bool):
     c.fail('train.export', 'must be True or False')
 

@@ -19,6 +19,9 @@ from input_pipeline import sources
 from input_pipeline import streaming
 
 
+examples_per_step = streaming.examples_per_step
+
+
 def _autotune(value):
   return tf.data.AUTOTUNE if value == -1 else value
 
@@ -51,7 +54,7 @@ def create_train_dataset(config, source, input_context, start_step=0):
   """Builds the infinite training dataset of one input pipeline, starting at optimizer step `start_step`.
 
   Args:
-    config: the experiment config (uses `seed`, `train.global_batch_size`, `data.*`).
+    config: the experiment config (uses `seed`, `examples_per_step(config)`, `data.*`).
     source: an `ArraySource` (in memory) or a `FileSource` (streamed; see sources.py).
     input_context: the `tf.distribute.InputContext` of this pipeline.
     start_step: optimizer steps already taken (resume point).
@@ -61,7 +64,7 @@ def create_train_dataset(config, source, input_context, start_step=0):
   """
   if isinstance(source, sources.FileSource):
     return streaming.create_train_stream(config, source, input_context, start_step)
-  global_batch = config.train.global_batch_size
+  global_batch = examples_per_step(config)
   per_replica, pipeline_batch, offset = _pipeline_layout(global_batch, input_context)
   num_examples = source.num_train_examples
   images = tf.constant(source.train_images)

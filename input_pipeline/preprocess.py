@@ -17,7 +17,7 @@ def decode(encoded, channels):
 
 
 def _resize(image, height, width):
-  return tf.image.resize(image, (height, width), antialias=True)
+  return tf.image.resize(image, (height, width))  # Bilinear, no antialias: as the reference ImageNet pipelines.
 
 
 def _flip_crop(image, height, width, seed):

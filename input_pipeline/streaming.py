@@ -15,6 +15,11 @@ import tensorflow as tf
 from input_pipeline import preprocess
 
 
+def examples_per_step(config):
+  """Training examples one optimizer step consumes: global batch x gradient-accumulation steps."""
+  return config.train.global_batch_size * config.train.get('accumulation_steps', 1)
+
+
 def pipeline_options(config):
   """tf.data options shared by every pipeline, set deliberately (see README "Input pipeline")."""
   data = config.data
@@ -127,7 +132,7 @@ def count_unreadable(files, parse_fn, channels):
 
 def create_train_stream(config, source, input_context, start_step=0):
   """The infinite training stream of one input pipeline, resumed at optimizer step `start_step`."""
-  global_batch = config.train.global_batch_size
+  global_batch = examples_per_step(config)
   per_replica = input_context.get_per_replica_batch_size(global_batch)
   pipeline_batch = per_replica * (input_context.num_replicas_in_sync //
                                   input_context.num_input_pipelines)

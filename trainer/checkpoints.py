@@ -20,8 +20,10 @@ class Checkpointer:
   because saving is a collective there).
   """
 
-  def __init__(self, engine, workdir, model, optimizer, max_to_keep):
-    self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+  def __init__(self, engine, workdir, model, optimizer, max_to_keep, extras=None):
+    """Args: the engine, workdir, model and optimizer to save, checkpoints kept, and `extras`: a
+    dict of other trackables saved beside them (loss scale, counters)."""
+    self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, **(extras or {}))
     self.optimizer = optimizer
     self.directory = os.path.join(workdir, 'checkpoints')
     write_dir = engine.checkpoint_dir(workdir)

@@ -6,6 +6,7 @@ import statistics
 from absl import logging
 import tensorflow as tf
 
+from input_pipeline import datasets
 from trainer import preemption
 
 
@@ -30,7 +31,7 @@ class Controller:
     self.start_step = start_step
     self.total_steps = total_steps
     self.step = start_step
-    self.global_batch_size = config.train.global_batch_size
+    self.global_batch_size = datasets.examples_per_step(config)  # Images per optimizer step.
     self.window_images_per_second = []
     self.train_seconds = 0.0
     self.train_metrics = {}
@@ -41,6 +42,9 @@ class Controller:
       self.writer = tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
     else:
       self.writer = tf.summary.create_noop_writer()
+    self.profile_dir = os.path.join(workdir, 'profile', f'worker_{engine.worker_index}')
+    self.profiling = False
+    self._update_profiler(start_step)
 
   def end_of_loop(self, step, train_metrics, seconds, evaluate):
     """Records one finished window of training steps and runs what is due at `step`.
@@ -75,14 +79,31 @@ class Controller:
     if step % train.checkpoint_every_steps == 0 or last or preempted:
       self.checkpointer.save(step)
     self.writer.flush()
+    self._update_profiler(step)
     if preempted and not last:
       # Every worker has saved: leave together, so that none is killed mid-save by a peer's exit.
       self.engine.barrier()
       raise preemption.Preempted(step, self.checkpointer.latest_path())
 
   def close(self):
-    """Stops watching signals (the run is over, or failed)."""
+    """Stops watching signals and any profiler capture (the run is over, or failed)."""
     self.signals.close()
+    if self.profiling:
+      tf.profiler.experimental.stop()
+      self.profiling = False
+
+  def _update_profiler(self, step):
+    """Starts or stops the capture of train.profile_steps at the window that begins at `step`."""
+    start, stop = self.config.train.profile_steps
+    if not self.profiling and start <= step < stop:
+      tf.profiler.experimental.start(self.profile_dir)
+      self.profiling = True
+      logging.info('Profiling steps from %d to workdir %s (TensorBoard, Profile tab)', step,
+                   self.profile_dir)
+    elif self.profiling and step >= stop:
+      tf.profiler.experimental.stop()
+      self.profiling = False
+      logging.info('Profile of steps [%d, %d) written to %s', start, step, self.profile_dir)
 
   def finish(self, evaluate):
     """Called by a loop when training is over: evaluates the final model unless already done.

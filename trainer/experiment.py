@@ -1,5 +1,6 @@
 """`train_and_evaluate(config, workdir)`: builds engine, data, model and loop, and writes the summary."""
 
+import copy
 import json
 import math
 import os
@@ -16,15 +17,17 @@ from input_pipeline import sources
 from input_pipeline import streaming
 from trainer import checkpoints
 from trainer import controller as controller_lib
+from trainer import cpu_budget
 from trainer import engines
 from trainer import export
 from trainer import loops
 from trainer import model as model_lib
 from trainer import optimization
+from trainer import steps
 from trainer import workdir as workdir_lib
 
 
-SUMMARY_SCHEMA_VERSION = 1  # Bump when a key of summary.json changes meaning (README documents it).
+SUMMARY_SCHEMA_VERSION = 2  # Bump when a key of summary.json changes meaning (README documents it).
 
 
 def quiet_tensorflow_logs():
@@ -60,17 +63,51 @@ def _write_json(path, data):
   tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
+def apply_cpu_budget(config):
+  """Sizes TensorFlow's thread pools for this process's CPU share (see trainer/cpu_budget.py).
+
+  Returns:
+    (config with data.private_threadpool_size set to the tf.data share, the applied CpuBudget).
+  """
+  budget = cpu_budget.apply_budget(cpu_budget.compute_budget(config))
+  if budget.tf_data_threads != config.data.private_threadpool_size:
+    config = copy.deepcopy(config)
+    config.data.private_threadpool_size = budget.tf_data_threads
+  return config, budget
+
+
 def create_model_and_optimizer(config, engine, source, total_steps):
-  """Creates the model, learning-rate schedule and built optimizer inside the engine's scope."""
+  """Creates the model, learning-rate schedule and built optimizer inside the engine's scope.
+
+  The optimizer is wrapped for the engine (`engine.prepare_optimizer`), then for the numerics
+  (`optimization.wrap_for_numerics`: loss scaling for mixed_float16, skipping for nonfinite='skip').
+  """
   learning_rate_fn = optimization.create_learning_rate_fn(config.train, total_steps)
   with engine.scope():
     model = model_lib.create_model(config.model, source_image_shape(config, source),
-                                   source.num_classes)
-    optimizer = engine.prepare_optimizer(
-        optimization.create_optimizer(config.train, learning_rate_fn))
+                                   source.num_classes, config.train.precision)
+    optimizer = optimization.wrap_for_numerics(config.train, engine.prepare_optimizer(
+        optimization.create_optimizer(config.train, learning_rate_fn)))
     # Build slots now so that a checkpoint restores them at once (not lazily at the first step).
     optimizer.build(model.trainable_variables)
   return model, optimizer, learning_rate_fn
+
+
+def create_nonfinite_counter(config, engine):
+  """A checkpointed count of skipped non-finite steps with train.nonfinite='skip', else None."""
+  if config.train.nonfinite != 'skip':
+    return None
+  with engine.scope():
+    return steps.NonFiniteCounter()
+
+
+def create_checkpointer(config, engine, workdir, model, optimizer, nonfinite_counter):
+  """The Checkpointer of the run: model, optimizer, loss scale and skip counter, same layout always."""
+  saved_optimizer, extras = optimization.checkpointed_state(optimizer)
+  if nonfinite_counter is not None:
+    extras['nonfinite_steps_skipped'] = nonfinite_counter.variable
+  return checkpoints.Checkpointer(engine, workdir, model, saved_optimizer,
+                                  config.train.max_checkpoints_to_keep, extras)
 
 
 def source_image_shape(config, source):
@@ -114,9 +151,10 @@ def train_and_evaluate(config, workdir):
   """
   validation.validate(config)
   started = time.time()
-  # The engine comes first: collective ops and logical devices must be set up before other TF ops.
+  # Thread pools, then the engine: both must be set up before TensorFlow runs anything.
+  config, budget = apply_cpu_budget(config)
   engine = engines.create_engine(config.engine)
-  validation.validate_topology(config, engine.num_replicas)
+  validation.validate_topology(config, engine.num_replicas, engine.devices)
   _seed_everything(config)
   logging.info('Engine %s: %d replica(s) on %d worker(s), devices %s', engine.name,
                engine.num_replicas, engine.num_workers, list(engine.devices))
@@ -130,14 +168,16 @@ def train_and_evaluate(config, workdir):
   total_steps = total_train_steps(config, source.num_train_examples)
   model, optimizer, learning_rate_fn = create_model_and_optimizer(config, engine, source,
                                                                   total_steps)
-  checkpointer = checkpoints.Checkpointer(engine, workdir, model, optimizer,
-                                          config.train.max_checkpoints_to_keep)
+  nonfinite_counter = create_nonfinite_counter(config, engine)
+  checkpointer = create_checkpointer(config, engine, workdir, model, optimizer, nonfinite_counter)
   checkpointer.restore_latest()
   # Every worker must start from the same state (Horovod broadcasts rank 0's, also after a restore).
   engine.sync_initial_state(model, optimizer)
   start_step = int(optimizer.iterations.numpy())
-  logging.info('Training %s for %d steps (from step %d), global batch %d, peak lr %.4g',
-               config.model.name, total_steps, start_step, config.train.global_batch_size,
+  logging.info('Training %s for %d steps (from step %d), %d examples per step (global batch %d x '
+               '%d accumulation), %s, peak lr %.4g', config.model.name, total_steps, start_step,
+               datasets.examples_per_step(config), config.train.global_batch_size,
+               config.train.accumulation_steps, config.train.precision,
                optimization.peak_learning_rate(config.train))
 
   data = loops.LoopData(
@@ -152,7 +192,7 @@ def train_and_evaluate(config, workdir):
   controller = controller_lib.Controller(config, engine, workdir, checkpointer, learning_rate_fn,
                                          start_step, total_steps)
   try:
-    loops.LOOPS[config.loop](config, engine, model, optimizer, data, controller)
+    loops.LOOPS[config.loop](config, engine, model, optimizer, data, controller, nonfinite_counter)
   except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
     if not isinstance(source, sources.FileSource):
       raise
@@ -180,6 +220,13 @@ def train_and_evaluate(config, workdir):
       'num_workers': engine.num_workers,
       'worker_index': engine.worker_index,
       'global_batch_size': config.train.global_batch_size,
+      'accumulation_steps': config.train.accumulation_steps,
+      'examples_per_step': datasets.examples_per_step(config),
+      'precision': config.train.precision,
+      'jit_compile': config.train.jit_compile,
+      'peak_learning_rate': optimization.peak_learning_rate(config.train),
+      'cpu_budget': budget.to_dict(),
+      'nonfinite_steps_skipped': nonfinite_counter.count() if nonfinite_counter else 0,
       'steps': controller.step,
       'start_step': start_step,
       'images_per_second': controller.images_per_second(),

@@ -34,29 +34,17 @@ class LoopData:
   eval_steps: int  # distributed steps that cover the eval split once
 
 
-def custom_loop(config, engine, model, optimizer, data, controller):
-  """Trains with `engine.run` inside a tf.function that runs `steps_per_loop` steps per call.
+def create_evaluate(engine, model, data):
+  """Returns `evaluate()`: one pass over the eval split, returning the global eval metrics.
 
-  Args:
-    config: the experiment config.
-    engine: the Engine.
-    model: the model, created in `engine.scope()`.
-    optimizer: the optimizer, created and built in `engine.scope()`.
-    data: the `LoopData`.
-    controller: the Controller (logging, eval cadence, checkpoints, timing).
+  Both loops evaluate with this same distributed step, so their eval figures mean the same thing.
+  (Keras's `evaluate` is not used: with an odd number of eval batches tf.distribute hands a replica
+  an empty batch in the last step, and TensorFlow 2.18's oneDNN Conv2D mis-shapes empty batches;
+  `steps.eval_step` skips them.)
   """
   with engine.scope():
-    train_metrics = steps.create_metrics('train')
     eval_metrics = steps.create_metrics('eval')
-  replica_train_step = functools.partial(steps.train_step, model, optimizer, engine, train_metrics,
-                                         config.train.global_batch_size)
   replica_eval_step = functools.partial(steps.eval_step, model, eval_metrics)
-
-  @tf.function
-  def train_n_steps(iterator, num_steps):
-    # Several steps per call amortize Python dispatch, like Keras's steps_per_execution.
-    for _ in tf.range(num_steps):
-      engine.run(replica_train_step, args=(next(iterator),))
 
   @tf.function
   def eval_all(dataset):
@@ -68,6 +56,33 @@ def custom_loop(config, engine, model, optimizer, data, controller):
     eval_all(data.create_eval_dataset())
     return _results(engine, eval_metrics, 'eval')
 
+  return evaluate
+
+
+def custom_loop(config, engine, model, optimizer, data, controller, nonfinite_counter=None):
+  """Trains with `engine.run` inside a tf.function that runs `steps_per_loop` steps per call.
+
+  Args:
+    config: the experiment config.
+    engine: the Engine.
+    model: the model, created in `engine.scope()`.
+    optimizer: the optimizer, created and built in `engine.scope()`.
+    data: the `LoopData`.
+    controller: the Controller (logging, eval cadence, checkpoints, timing).
+    nonfinite_counter: a `steps.NonFiniteCounter` when non-finite steps are skipped, else None.
+  """
+  with engine.scope():
+    train_metrics = steps.create_metrics('train')
+  replica_train_step = steps.create_train_step(config, model, optimizer, engine, train_metrics,
+                                               nonfinite_counter)
+
+  @tf.function
+  def train_n_steps(iterator, num_steps):
+    # Several steps per call amortize Python dispatch, like Keras's steps_per_execution.
+    for _ in tf.range(num_steps):
+      engine.run(replica_train_step, args=(next(iterator),))
+
+  evaluate = create_evaluate(engine, model, data)
   iterator = iter(data.train_dataset)
   step = controller.step
   while step < controller.total_steps:
@@ -104,14 +119,58 @@ class _ControllerCallback(tf_keras.callbacks.Callback):
     self.controller.end_of_loop((epoch + 1) * self.steps_per_loop, window, seconds, self.evaluate)
 
 
-def fit_loop(config, engine, model, optimizer, data, controller):
+class ConvoyStepModel(tf_keras.Model):
+  """Runs Convoy's train step (`steps.create_train_step`) as the train step of compiled Keras.
+
+  Used by `fit_loop` when the stock Keras step cannot do what the config asks (gradient
+  accumulation, skipping non-finite steps). Wraps the model (same variables; checkpoints keep
+  saving the wrapped model); evaluation and prediction are Keras's own.
+  """
+
+  def __init__(self, config, engine, model, optimizer, nonfinite_counter):
+    super().__init__()
+    self.wrapped = model
+    train_metrics = steps.create_metrics('train')
+    # Attributes, so that Keras tracks them and resets them at every epoch (window).
+    self.train_loss = train_metrics['train_loss']
+    self.train_accuracy = train_metrics['train_accuracy']
+    self.train_examples = train_metrics['train_examples']
+    self.step_fn = steps.create_train_step(config, model, optimizer, engine, train_metrics,
+                                           nonfinite_counter)
+
+  def call(self, inputs, training=False):
+    return self.wrapped(inputs, training=training)
+
+  def train_step(self, data):
+    self.step_fn(data)
+    return {'loss': self.train_loss.result(), 'accuracy': self.train_accuracy.result(),
+            'examples': self.train_examples.result()}
+
+
+def needs_convoy_step(config):
+  """True if `fit_loop` must run Convoy's train step instead of Keras's stock one.
+
+  That is for gradient accumulation, non-finite skipping and XLA: Keras's `jit_compile` compiles
+  the whole step, optimizer update included, which XLA cannot place across the replicas of a
+  MirroredStrategy on logical devices; Convoy's step compiles the forward and backward pass only.
+  """
+  train = config.train
+  return train.accumulation_steps > 1 or train.nonfinite == 'skip' or train.jit_compile
+
+
+def fit_loop(config, engine, model, optimizer, data, controller, nonfinite_counter=None):
   """Trains with `model.compile` + `model.fit`; one Keras epoch is one window of steps_per_loop steps.
 
   Same arguments as `custom_loop`. Keras scales the loss per replica and aggregates metrics itself;
-  the engine may have wrapped the optimizer (`engine.prepare_optimizer`) and add callbacks.
+  the engine may have wrapped the optimizer (`engine.prepare_optimizer`) and add callbacks. Gradient
+  accumulation, non-finite skipping and XLA run Convoy's step inside fit (`ConvoyStepModel`).
+  Evaluation is `create_evaluate`'s, as in the custom loop.
   """
   steps_per_loop = config.train.steps_per_loop
+  convoy_step = needs_convoy_step(config)
   with engine.scope():
+    if convoy_step:
+      model = ConvoyStepModel(config, engine, model, optimizer, nonfinite_counter)
     model.compile(
         optimizer=optimizer,
         loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -119,13 +178,7 @@ def fit_loop(config, engine, model, optimizer, data, controller):
         steps_per_execution=steps_per_loop,
         jit_compile=False)
 
-  def evaluate():
-    results = model.evaluate(data.create_eval_dataset(), steps=data.eval_steps, verbose=0,
-                             return_dict=True)
-    return engine.aggregate_metrics(
-        {'eval_loss': results['loss'], 'eval_accuracy': results['accuracy'],
-         'eval_examples': results['examples']}, count_key='eval_examples')
-
+  evaluate = create_evaluate(engine, model, data)
   callback = _ControllerCallback(engine, controller, evaluate, steps_per_loop)
   model.fit(data.train_dataset, epochs=controller.total_steps // steps_per_loop,
             initial_epoch=controller.step // steps_per_loop, steps_per_epoch=steps_per_loop,

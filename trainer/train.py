@@ -12,6 +12,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from configs import validation
+from trainer import doctor
 
 USAGE_ERROR = 2  # Exit code for a bad command line or config (nothing was run).
 STARTUP_ERROR = 3  # Exit code when the engine cannot start or lost a peer (missing package, ...).
@@ -69,7 +70,7 @@ def _print_summary(summary):
   nan = float('nan')
   print('\n'.join([
       f"Convoy: {summary['model']} | engine {summary['engine']} x{summary['num_replicas']} | "
-      f"loop {summary['loop']} | {summary['steps']} steps of {summary['global_batch_size']}",
+      f"loop {summary['loop']} | {summary['steps']} steps of {summary['examples_per_step']}",
       f"  train: loss {summary.get('train_loss', nan):.4f}  "
       f"accuracy {summary.get('train_accuracy', nan):.4f}",
       f"  eval:  loss {summary.get('eval_loss', nan):.4f}  "
@@ -98,6 +99,9 @@ def main(argv, config_flag):
     validation.validate(config)
   except validation.ConfigError as e:
     _fail(e)
+  problems = doctor.check_config(config)
+  if problems:  # A missing package, too few GPUs, missing data: one message, before any work.
+    _fail(doctor.format_problems(problems), doctor.exit_code(problems))
   from trainer import experiment  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
   from input_pipeline import sources  # pylint: disable=g-import-not-at-top
   from trainer import engines  # pylint: disable=g-import-not-at-top

@@ -42,6 +42,19 @@ BAD_VALUES = [
     ('train.base_learning_rate', 0.0, '(0.0, 1000.0]'),
     ('train.warmup_steps', -1, 'non-negative integer'),
     ('seed', -3, 'non-negative integer'),
+    ('train.accumulation_steps', 0, 'positive integer'),
+    ('train.accumulation_steps', -2, 'positive integer'),
+    ('train.accumulation_steps', 2.5, 'positive integer'),
+    ('train.accumulation_steps', '4', 'positive integer'),
+    ('train.precision', 'float16', "'float32', 'mixed_bfloat16', 'mixed_float16'"),
+    ('train.initial_loss_scale', 0.5, '[1.0, '),
+    ('train.jit_compile', 'yes', 'True or False'),
+    ('train.nonfinite', 'ignore', "'stop', 'skip'"),
+    ('train.lr_scaling', 'sqrt', "'linear', 'none'"),
+    ('train.profile_steps', (5, 2), '0 <= start <= stop'),
+    ('engine.cpu_budget', 'half', "'auto', 'off'"),
+    ('engine.intra_op_threads', 0, 'positive integer (or -1)'),
+    ('model.data_format', 'nchw', "'channels_last', 'channels_first'"),
 ]
 
 
@@ -83,3 +96,22 @@ def test_steps_and_epochs_are_exclusive():
     validation.validate(config)
   config.train.num_train_steps = -1
   validation.validate(config)
+
+
+def test_xla_with_op_determinism_is_refused_for_max_pool_models():
+  config = default.get_config()
+  config.train.jit_compile = True
+  config.deterministic = True
+  with pytest.raises(validation.ConfigError, match='no deterministic max-pool gradient'):
+    validation.validate(config)
+  config.model.name = 'resnet_cifar'
+  validation.validate(config)
+
+
+def test_channels_first_is_refused_without_gpus():
+  config = default.get_config()
+  config.model.data_format = 'channels_first'
+  validation.validate(config)  # Fine on paper (e.g. a job rendered for a GPU cluster) ...
+  validation.validate_topology(config, 2, devices=['/gpu:0', '/gpu:1'])
+  with pytest.raises(validation.ConfigError, match="only support 'channels_last'"):
+    validation.validate_topology(config, 2, devices=['/cpu:0', '/cpu:1'])  # ... not on CPUs.

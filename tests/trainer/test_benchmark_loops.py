@@ -74,13 +74,17 @@ def test_only_the_eager_loop_runs_train_step_eagerly(tiny_config, monkeypatch, l
   tiny_config.engine.name = 'default'
   tiny_config.engine.num_replicas = 1
   modes = []
-  train_step = steps.train_step
+  create_train_step = steps.create_train_step
 
-  def spy(*args, **kwargs):
-    modes.append(tf.executing_eagerly())
-    return train_step(*args, **kwargs)
+  def create_spy(*args, **kwargs):
+    train_step = create_train_step(*args, **kwargs)
 
-  monkeypatch.setattr(steps, 'train_step', spy)
+    def spy(batch):
+      modes.append(tf.executing_eagerly())
+      return train_step(batch)
+    return spy
+
+  monkeypatch.setattr(steps, 'create_train_step', create_spy)
   plan = bench.make_plan(tiny_config, [loop], steps=5, warmup_steps=5, eager_steps=5, repeats=1)
   source = sources.create_source(tiny_config.data, tiny_config.seed)
   rate, metrics = bench.measure_loop(loop, tiny_config, engines.create_engine(tiny_config.engine),

@@ -26,13 +26,6 @@ def _kernels(keras_model):
   return [w for w in keras_model.trainable_weights if w.name.split('/')[-1].endswith('kernel:0')]
 
 
-@pytest.fixture
-def mixed_float16_policy():
-  tf_keras.mixed_precision.set_global_policy('mixed_float16')
-  yield
-  tf_keras.mixed_precision.set_global_policy('float32')
-
-
 @pytest.mark.parametrize('name,input_shape,batch', [
     ('small_cnn', (8, 8, 1), 3),
     ('small_cnn', (32, 32, 3), 2),
@@ -196,9 +189,11 @@ def test_zero_weight_decay_adds_no_regularization_loss():
   assert not keras_model.losses
 
 
-def test_small_cnn_under_mixed_float16_computes_in_float16_and_returns_float32_logits(
-    mixed_float16_policy):  # pylint: disable=redefined-outer-name,unused-argument
-  keras_model = model.create_model(_model_config(batch_norm='local'), (8, 8, 1), 10)
+@pytest.mark.parametrize('precision, compute', [('mixed_float16', 'float16'),
+                                                ('mixed_bfloat16', 'bfloat16')])
+def test_small_cnn_under_mixed_precision_computes_in_half_and_returns_float32_logits(
+    precision, compute):
+  keras_model = model.create_model(_model_config(batch_norm='local'), (8, 8, 1), 10, precision)
   images = np.random.RandomState(3).rand(4, 8, 8, 1).astype(np.float32)
 
   with tf.GradientTape() as tape:
@@ -207,7 +202,9 @@ def test_small_cnn_under_mixed_float16_computes_in_float16_and_returns_float32_l
   grads = tape.gradient(loss, keras_model.trainable_variables)
 
   se_layer = keras_model.get_layer('se1')
-  assert se_layer.compute_dtype == 'float16' and se_layer.variable_dtype == 'float32'
+  assert se_layer.compute_dtype == compute and se_layer.variable_dtype == 'float32'
+  # The policy applies to this model only: the global one is left as it was.
+  assert tf_keras.mixed_precision.global_policy().name == 'float32'
   assert logits.dtype == tf.float32
   assert all(g is not None and np.all(np.isfinite(g.numpy())) for g in grads)
 
@@ -224,3 +221,27 @@ def test_unknown_model_name_raises_value_error_naming_allowed_names():
 def test_unknown_batch_norm_option_raises_value_error():
   with pytest.raises(ValueError, match="model.batch_norm 'group'"):
     model.create_model(_model_config(batch_norm='group'), (8, 8, 1), 10)
+
+
+def test_channels_first_model_has_the_same_weights_and_output_shape_as_channels_last():
+  # NCHW kernels do not run on TensorFlow's CPU, so this checks the graph, not the numbers.
+  shapes = {}
+  for data_format in ('channels_last', 'channels_first'):
+    config = _model_config(name='resnet_cifar', batch_norm='local', data_format=data_format)
+    keras_model = model.create_model(config, (32, 32, 3), 10)
+    shapes[data_format] = [tuple(w.shape) for w in keras_model.weights]
+    assert keras_model.output_shape == (None, 10)
+    assert keras_model.input_shape == (None, 32, 32, 3)  # The pipeline's NHWC in both layouts.
+  assert shapes['channels_first'] == shapes['channels_last']
+
+
+def test_squeeze_excitation_gates_the_channel_axis_of_either_layout():
+  nhwc = np.random.RandomState(0).rand(2, 4, 4, 6).astype(np.float32)
+  last = model.SqueezeExcitation(0.5)
+  first = model.SqueezeExcitation(0.5, data_format='channels_first')
+  expected = last(nhwc)
+  first.build((2, 6, 4, 4))
+  first.set_weights(last.get_weights())
+  got = first(np.transpose(nhwc, (0, 3, 1, 2)))
+  np.testing.assert_allclose(np.transpose(got, (0, 2, 3, 1)), expected, rtol=1e-6)
+  assert model.SqueezeExcitation.from_config(first.get_config()).data_format == 'channels_first'

@@ -40,7 +40,7 @@ Training (the input wait): the shared CNN (config.model, small_cnn by default) t
 records through the tuned pipeline, decoded and cropped to `--train_image_size`^2 (64 by default:
 small_cnn's largest documented input; 224 would make a CPU step so slow that any pipeline keeps
 up), on the config's engine (mirrored x2 by default) and global batch. The loop is the custom
-loop's step (`engine.run(steps.train_step)` in a tf.function) with the fetch moved out of the
+loop's step (`engine.run` of `steps.create_train_step`'s step in a tf.function) with the fetch moved out of the
 function so it can be timed: each step times `next(iterator)` (the same get_next the custom loop
 runs in graph) and then the compiled step up to its completion (a variable read). Input wait =
 sum of fetch times / sum of step times over `--train_steps` steps after `--train_warmup_steps`.
@@ -384,8 +384,7 @@ def _compiled_step(config, engine, model, optimizer):
   """The custom loop's distributed train step in a tf.function, taking an already-fetched batch."""
   with engine.scope():
     metrics = steps_lib.create_metrics('train')
-  replica_step = functools.partial(steps_lib.train_step, model, optimizer, engine, metrics,
-                                   config.train.global_batch_size)
+  replica_step = steps_lib.create_train_step(config, model, optimizer, engine, metrics)
 
   @tf.function
   def train_step(batch):

@@ -10,7 +10,7 @@ optimizer from the same seed, the same training pipeline and the same global bat
 The loops measured are the real ones, not re-implementations:
 
 * `fit`: `trainer.loops.fit_loop` (model.compile + model.fit, steps_per_execution = steps_per_loop);
-* `custom`: `trainer.loops.custom_loop` (`engine.run` + `steps.train_step` inside one tf.function
+* `custom`: `trainer.loops.custom_loop` (`engine.run` of `steps.create_train_step`'s step inside one tf.function
   that runs steps_per_loop steps per call);
 * `eager`: the seed's loop, a Python for-loop over `next(iterator)` and `engine.run(train_step)`
   with no tf.function, obtained by running `custom_loop` under `tf.config.run_functions_eagerly`:
@@ -59,7 +59,7 @@ _DEFAULT_CONFIG = 'configs/default.py'
 def eager_loop(config, engine, model, optimizer, data, controller):
   """The seed's eager loop: `custom_loop` with its tf.functions run as plain Python.
 
-  Every step is `next(iterator)` and `engine.run(steps.train_step, ...)` dispatched op by op from a
+  Every step is `next(iterator)` and `engine.run(train_step, ...)` dispatched op by op from a
   Python for-loop (for the default engine: an eager GradientTape step). tf.data functions are
   always traced, so the input pipeline is the same as for the other loops. Same arguments as
   `trainer.loops.custom_loop`.

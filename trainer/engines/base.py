@@ -95,6 +95,11 @@ class Engine(abc.ABC):
     """
     return gradients
 
+  def all_reduce_sum(self, value):
+    """Replica. The sum of `value` over all replicas and workers, returned on every replica."""
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top  (this package imports without TF)
+    return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, value)
+
   def sync_initial_state(self, model, optimizer):
     """Cross-replica. Makes every worker start from the same state, before the first step.
 

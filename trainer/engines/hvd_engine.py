@@ -78,6 +78,9 @@ class HorovodEngine(base.Engine):
     # Every rank adds the full weight decay; the summed gradient must count it once.
     return regularization_loss / self.hvd.size()
 
+  def all_reduce_sum(self, value):
+    return self.hvd.allreduce(value, op=self.hvd.Sum, name='convoy_all_reduce_sum')
+
   def reduce_gradients(self, gradients):
     # Horovod: one grouped all-reduce (sum) of all gradients per step.
     return self.hvd.grouped_allreduce(list(gradients), op=self.hvd.Sum)
