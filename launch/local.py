@@ -199,6 +199,11 @@ def main(argv):
   trainer_args = argv[1:]
   if trainer_args and trainer_args[0] == '--':
     trainer_args = trainer_args[1:]
+  from trainer import doctor  # pylint: disable=g-import-not-at-top  (doctor imports launch.local)
+  problems = doctor.check_launch(f'local-{_ENGINE.value}')
+  if problems:
+    print(f'launch: error: {doctor.format_problems(problems)}', file=sys.stderr)
+    return doctor.STARTUP_ERROR
   try:
     if _ENGINE.value == 'horovod':
       workers = horovod_processes(_NUM_WORKERS.value, trainer_args, pin=_PIN_CPUS.value)

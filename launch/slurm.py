@@ -592,6 +592,11 @@ def _render_or_submit(command, trainer_args):
   if command == 'render' or _DRY_RUN.value:
     sys.stdout.write(render_sbatch(spec))
     return 0
+  from trainer import doctor  # pylint: disable=g-import-not-at-top  (doctor imports launch.local)
+  problems = doctor.check_launch('slurm')
+  if problems:
+    print(f'launch.slurm: error: {doctor.format_problems(problems)}', file=sys.stderr)
+    return doctor.STARTUP_ERROR
   job_id = submit(spec)
   print(job_id)
   return 0
