@@ -9,7 +9,9 @@ input pipeline (worker), and within a worker one per replica. Hence:
 * every topology (1 device, N replicas, N workers) sees the same global batch at every step, so
   runs on different replica counts are comparable to round-off;
 * each epoch covers every training example exactly once across all workers;
-* resuming at step t is exact and free: the stream simply starts at position t * B.
+* resuming is exact and free: the stream simply starts at the position reached (t * B after t
+  steps of B), which the checkpoint records, so a run may resume with another global batch or
+  number of workers and still see each example of the epoch once.
 """
 
 from absl import logging
@@ -50,20 +52,23 @@ def train_example_id(position, num_examples, seed):
       max_index=num_examples - 1)
 
 
-def create_train_dataset(config, source, input_context, start_step=0):
-  """Builds the infinite training dataset of one input pipeline, starting at optimizer step `start_step`.
+def create_train_dataset(config, source, input_context, start_position=0):
+  """Builds the infinite training dataset of one input pipeline, from global stream position
+  `start_position` (training examples consumed so far by all workers).
 
   Args:
     config: the experiment config (uses `seed`, `examples_per_step(config)`, `data.*`).
     source: an `ArraySource` (in memory) or a `FileSource` (streamed; see sources.py).
     input_context: the `tf.distribute.InputContext` of this pipeline.
-    start_step: optimizer steps already taken (resume point).
+    start_position: examples of the global stream already consumed (resume point). Counted in
+      examples, not steps, so a run resumed with another global batch or worker count continues
+      the same stream: no example of the epoch is skipped or repeated.
 
   Returns:
     A dataset of `(images, labels)` batches of the per-replica batch size.
   """
   if isinstance(source, sources.FileSource):
-    return streaming.create_train_stream(config, source, input_context, start_step)
+    return streaming.create_train_stream(config, source, input_context, start_position)
   global_batch = examples_per_step(config)
   per_replica, pipeline_batch, offset = _pipeline_layout(global_batch, input_context)
   num_examples = source.num_train_examples
@@ -72,14 +77,14 @@ def create_train_dataset(config, source, input_context, start_step=0):
   image_size = config.data.image_size
 
   def positions_of_step(step):
-    start = step * global_batch + offset
+    start = start_position + step * global_batch + offset
     return tf.range(start, start + pipeline_batch, dtype=tf.int64)
 
   def load(position):
     example = train_example_id(position, num_examples, config.seed)
     return _preprocess(tf.gather(images, example), image_size), tf.gather(labels, example)
 
-  dataset = tf.data.Dataset.counter(start_step).map(positions_of_step).unbatch()
+  dataset = tf.data.Dataset.counter().map(positions_of_step).unbatch()
   dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE)
   dataset = dataset.batch(per_replica, drop_remainder=True)
   return dataset.prefetch(_autotune(config.data.prefetch)).with_options(_options(config))

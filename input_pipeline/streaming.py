@@ -130,8 +130,14 @@ def count_unreadable(files, parse_fn, channels):
   return readable, unreadable, damaged
 
 
-def create_train_stream(config, source, input_context, start_step=0):
-  """The infinite training stream of one input pipeline, resumed at optimizer step `start_step`."""
+def create_train_stream(config, source, input_context, start_position=0):
+  """The infinite training stream of one input pipeline, resumed at global position `start_position`.
+
+  Streams are sharded by file or by example per pipeline, so a resume is exact when the layout
+  (workers and global batch) is the one that reached `start_position`; with another layout each
+  pipeline skips its share of the examples consumed (start_position / number of pipelines), which
+  keeps the epoch boundary but not exactly which examples of the epoch were seen (see README).
+  """
   global_batch = examples_per_step(config)
   per_replica = input_context.get_per_replica_batch_size(global_batch)
   pipeline_batch = per_replica * (input_context.num_replicas_in_sync //
@@ -145,7 +151,7 @@ def create_train_stream(config, source, input_context, start_step=0):
   dataset = tf.data.Dataset.counter().flat_map(
       _train_epoch(files, config, sharding, input_context))
   # Number records before skipping, so each keeps its augmentation seed after a resume.
-  dataset = dataset.enumerate().skip(start_step * pipeline_batch)
+  dataset = dataset.enumerate().skip(start_position // input_context.num_input_pipelines)
   seed = (config.seed, input_context.input_pipeline_id)
 
   def decode(index, record):

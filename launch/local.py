@@ -3,7 +3,8 @@
     python -m launch.local --engine=multi_worker --num_workers=2 -- --config=configs/multi_worker.py --workdir=/tmp/run
     python -m launch.local --engine=horovod --num_workers=2 --pin_cpus -- --config=configs/horovod.py --workdir=/tmp/run
 
-Everything after `--` goes to `python -m trainer.train`. Each worker's output lines are prefixed
+Everything after `--` goes to `python -m trainer.train`, followed by `--config.engine.name=ENGINE
+--config.engine.num_replicas=1` unless given (every process must run the engine it was started for). Each worker's output lines are prefixed
 with its rank; when a worker fails, the others are stopped and the launcher exits with the first
 failure's exit code; Ctrl-C stops all of them.
 """
@@ -59,6 +60,18 @@ def cpu_shares(num_workers, cpus):
                      f'{len(cpus)} CPUs available ({cpus})')
   per_worker = len(cpus) // num_workers
   return [cpus[i * per_worker:(i + 1) * per_worker] for i in range(num_workers)]
+
+
+def with_engine_args(trainer_args, engine):
+  """`trainer_args` plus `--config.engine.name=ENGINE --config.engine.num_replicas=1`, unless set.
+
+  The processes started are the engine's workers, so they must run that engine: otherwise each
+  would train alone (e.g. the default config's 'mirrored'), all in one workdir.
+  """
+  extra = [f'--config.engine.{field}={value}' for field, value in (('name', engine),
+                                                                    ('num_replicas', 1))
+           if not any(a.startswith(f'--config.engine.{field}=') for a in trainer_args)]
+  return [*trainer_args, *extra]  # After any --config=FILE, which must come first.
 
 
 def trainer_argv(python, trainer_args):
@@ -199,6 +212,7 @@ def main(argv):
   trainer_args = argv[1:]
   if trainer_args and trainer_args[0] == '--':
     trainer_args = trainer_args[1:]
+  trainer_args = with_engine_args(trainer_args, _ENGINE.value)
   from trainer import doctor  # pylint: disable=g-import-not-at-top  (doctor imports launch.local)
   problems = doctor.check_launch(f'local-{_ENGINE.value}')
   if problems:

@@ -23,7 +23,7 @@ class Controller:
   """
 
   def __init__(self, config, engine, workdir, checkpointer, learning_rate_fn, start_step,
-               total_steps):
+               total_steps, data_position=None, start_position=0):
     self.config = config
     self.engine = engine
     self.checkpointer = checkpointer
@@ -31,6 +31,8 @@ class Controller:
     self.start_step = start_step
     self.total_steps = total_steps
     self.step = start_step
+    self.data_position = data_position  # A checkpointed tf.Variable, or None.
+    self.start_position = start_position
     self.global_batch_size = datasets.examples_per_step(config)  # Images per optimizer step.
     self.window_images_per_second = []
     self.train_seconds = 0.0
@@ -77,6 +79,8 @@ class Controller:
       self._evaluate(evaluate)
     preempted = self.engine.any_worker(self.signals.requested)
     if step % train.checkpoint_every_steps == 0 or last or preempted:
+      if self.data_position is not None:
+        self.data_position.assign(self.data_position_at(step))
       self.checkpointer.save(step)
     self.writer.flush()
     self._update_profiler(step)
@@ -84,6 +88,10 @@ class Controller:
       # Every worker has saved: leave together, so that none is killed mid-save by a peer's exit.
       self.engine.barrier()
       raise preemption.Preempted(step, self.checkpointer.latest_path())
+
+  def data_position_at(self, step):
+    """Examples of the global training stream consumed when optimizer step `step` is done."""
+    return self.start_position + (step - self.start_step) * self.global_batch_size
 
   def close(self):
     """Stops watching signals and any profiler capture (the run is over, or failed)."""

@@ -101,9 +101,23 @@ def create_nonfinite_counter(config, engine):
     return steps.NonFiniteCounter()
 
 
-def create_checkpointer(config, engine, workdir, model, optimizer, nonfinite_counter):
-  """The Checkpointer of the run: model, optimizer, loss scale and skip counter, same layout always."""
+def create_data_position(engine):
+  """The checkpointed position of the global training stream, in examples (-1: not recorded)."""
+  with engine.scope():
+    return tf.Variable(-1, dtype=tf.int64, trainable=False, name='data_position')
+
+
+def resume_position(data_position, start_step, examples_per_step):
+  """Where the training stream resumes: the recorded position, else (older checkpoints) step x batch."""
+  recorded = int(data_position.numpy())
+  return recorded if recorded >= 0 else start_step * examples_per_step
+
+
+def create_checkpointer(config, engine, workdir, model, optimizer, nonfinite_counter,
+                        data_position):
+  """The Checkpointer of the run: model, optimizer, data position, loss scale and skip counter."""
   saved_optimizer, extras = optimization.checkpointed_state(optimizer)
+  extras['data_position'] = data_position
   if nonfinite_counter is not None:
     extras['nonfinite_steps_skipped'] = nonfinite_counter.variable
   return checkpoints.Checkpointer(engine, workdir, model, saved_optimizer,
@@ -169,11 +183,18 @@ def train_and_evaluate(config, workdir):
   model, optimizer, learning_rate_fn = create_model_and_optimizer(config, engine, source,
                                                                   total_steps)
   nonfinite_counter = create_nonfinite_counter(config, engine)
-  checkpointer = create_checkpointer(config, engine, workdir, model, optimizer, nonfinite_counter)
+  data_position = create_data_position(engine)
+  checkpointer = create_checkpointer(config, engine, workdir, model, optimizer, nonfinite_counter,
+                                     data_position)
   checkpointer.restore_latest()
   # Every worker must start from the same state (Horovod broadcasts rank 0's, also after a restore).
   engine.sync_initial_state(model, optimizer)
   start_step = int(optimizer.iterations.numpy())
+  start_position = resume_position(data_position, start_step, datasets.examples_per_step(config))
+  if start_step and start_position != start_step * datasets.examples_per_step(config):
+    logging.info('Resuming the training stream at example %d (%.3f epochs): the checkpoint was '
+                 'written with another number of examples per step', start_position,
+                 start_position / max(source.num_train_examples, 1))
   logging.info('Training %s for %d steps (from step %d), %d examples per step (global batch %d x '
                '%d accumulation), %s, peak lr %.4g', config.model.name, total_steps, start_step,
                datasets.examples_per_step(config), config.train.global_batch_size,
@@ -182,7 +203,7 @@ def train_and_evaluate(config, workdir):
 
   data = loops.LoopData(
       train_dataset=engine.distribute_dataset(
-          lambda ctx: datasets.create_train_dataset(config, source, ctx, start_step)),
+          lambda ctx: datasets.create_train_dataset(config, source, ctx, start_position)),
       create_eval_dataset=lambda: engine.distribute_dataset(
           lambda ctx: datasets.create_eval_dataset(config, source, ctx)),
       eval_steps=datasets.num_eval_steps(_count_eval_examples(source),
@@ -190,7 +211,7 @@ def train_and_evaluate(config, workdir):
                                          engine.num_workers,
                                          balanced=not isinstance(source, sources.FileSource)))
   controller = controller_lib.Controller(config, engine, workdir, checkpointer, learning_rate_fn,
-                                         start_step, total_steps)
+                                         start_step, total_steps, data_position, start_position)
   try:
     loops.LOOPS[config.loop](config, engine, model, optimizer, data, controller, nonfinite_counter)
   except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
@@ -229,6 +250,8 @@ def train_and_evaluate(config, workdir):
       'nonfinite_steps_skipped': nonfinite_counter.count() if nonfinite_counter else 0,
       'steps': controller.step,
       'start_step': start_step,
+      'data_position_start': start_position,
+      'data_position': controller.data_position_at(controller.step),
       'images_per_second': controller.images_per_second(),
       'train_seconds': round(controller.train_seconds, 3),
       'wall_seconds': round(time.time() - started, 3),

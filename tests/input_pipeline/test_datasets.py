@@ -58,12 +58,17 @@ def _ids(images):
 
 
 def _replica_batches(config, source, num_pipelines, replicas_per_pipeline, num_steps,
-                     start_step=0):
-  """Per-replica (images, labels) batches: result[step][pipeline * r + replica]."""
+                     start_step=0, start_position=None):
+  """Per-replica (images, labels) batches: result[step][pipeline * r + replica].
+
+  The stream starts at `start_position` examples, or by default after `start_step` steps.
+  """
+  if start_position is None:
+    start_position = start_step * datasets.examples_per_step(config)
   per_pipeline = []
   for pipeline_id in range(num_pipelines):
     context = _context(num_pipelines, pipeline_id, replicas_per_pipeline)
-    dataset = datasets.create_train_dataset(config, source, context, start_step=start_step)
+    dataset = datasets.create_train_dataset(config, source, context, start_position=start_position)
     per_pipeline.append(list(dataset.take(num_steps * replicas_per_pipeline).as_numpy_iterator()))
   return [[per_pipeline[p][step * replicas_per_pipeline + replica]
            for p in range(num_pipelines) for replica in range(replicas_per_pipeline)]
@@ -393,3 +398,25 @@ def test_image_size_of_the_source_size_or_minus_one_leaves_images_unchanged():
   np.testing.assert_array_equal(eval_native[0], source.eval_images[:16])
   np.testing.assert_array_equal(eval_same[0], source.eval_images[:16])
   np.testing.assert_array_equal(eval_native[1], source.eval_labels[:16])
+
+
+@pytest.mark.parametrize('first, second', [((2, 1, 32), (1, 1, 16)), ((1, 1, 16), (2, 1, 32)),
+                                           ((2, 2, 40), (1, 1, 8)), ((1, 2, 8), (4, 1, 12))])
+def test_resuming_with_another_topology_and_batch_covers_the_epoch_exactly_once(first, second):
+  # (workers, replicas per worker, global batch) before and after the resume: the stream resumes at
+  # the examples consumed, so the two runs together read each example of the epoch once.
+  num_examples = 120
+  source = _indexed_source(num_examples, 4)
+  pipelines, replicas, batch = first
+  steps_before = 2
+  before = _stream_ids(_config(batch), source, pipelines, replicas, steps_before)
+  position = steps_before * batch
+  pipelines, replicas, batch = second
+  steps_after = -(-(num_examples - position) // batch)
+  after = [_ids(images) for replicas_of_step in _replica_batches(
+      _config(batch), source, pipelines, replicas, steps_after, start_position=position)
+           for images, _ in replicas_of_step]
+  epoch = np.concatenate([before, *after])[:num_examples]
+  _assert_permutation(epoch, num_examples)
+  # And the resumed run reads exactly the positions the uninterrupted stream would.
+  np.testing.assert_array_equal(epoch, _mapped_ids(0, num_examples, num_examples, 0))

@@ -99,7 +99,7 @@ def test_resume_continues_the_stream_exactly(tiny_config, shards):
   straight = [_ids(x.numpy()) for x, _ in datasets.create_train_dataset(config, source,
                                                                         context).take(20)]
   resumed = [_ids(x.numpy()) for x, _ in datasets.create_train_dataset(config, source, context,
-                                                                       start_step=13).take(7)]
+                                                                       start_position=13 * 8).take(7)]
   assert resumed == straight[13:]
 
 
