@@ -74,9 +74,11 @@ def get_config():
   config.data.image_size = -1
   # Fraction of the digits held out for evaluation (never trained on).
   config.data.eval_fraction = 0.2
-  # 'tfds': dataset name, its data_dir ('' = TFDS's default, ~/tensorflow_datasets), splits, and
-  # whether to hold it in memory ('auto': when its decoded images fit in a quarter of
-  # ram_budget_mb; 'yes'; 'no': stream from its files).
+  # 'tfds': dataset name, its data_dir ('' = TFDS's default, ~/tensorflow_datasets) and splits.
+  # 'tfds' and 'tfrecord': whether to decode the images once and hold them in memory (cache after
+  # decode; augmentation still runs per example): 'auto' when the decoded images fit in a quarter
+  # of ram_budget_mb (and, for tfrecord, all have one shape); 'yes'; 'no': decode every epoch
+  # while streaming from the files.
   config.data.tfds_name = 'convoy_digits'
   config.data.data_dir = ''
   config.data.train_split = 'train'

@@ -1,6 +1,7 @@
 """tf.data pipelines that feed per-replica batches to both training loops on every engine.
 
-Training reads a *global example stream*: position p of the stream is example
+In-memory sources hold decoded images (the decoded data is cached once, see sources.py) and are
+augmented here per example (`data.train_augment`). Training reads a *global example stream*: position p of the stream is example
 `permutation_e[p mod N]` of epoch `e = p // N`, with one seeded permutation per epoch computed on the
 fly (`tf.random.experimental.index_shuffle`). Optimizer step t consumes positions
 [t * B, (t + 1) * B) of the stream, B being the global batch, split into contiguous slices: one per
@@ -17,6 +18,7 @@ input pipeline (worker), and within a worker one per replica. Hence:
 from absl import logging
 import tensorflow as tf
 
+from input_pipeline import preprocess
 from input_pipeline import sources
 from input_pipeline import streaming
 
@@ -26,13 +28,6 @@ examples_per_step = streaming.examples_per_step
 
 def _autotune(value):
   return tf.data.AUTOTUNE if value == -1 else value
-
-
-def _preprocess(image, image_size):
-  """Resizes a [0, 1] float image to `image_size` (unless -1)."""
-  if image_size != -1 and image.shape[0] != image_size:
-    image = tf.image.resize(image, (image_size, image_size))
-  return image
 
 
 def _pipeline_layout(batch_size, input_context):
@@ -80,9 +75,16 @@ def create_train_dataset(config, source, input_context, start_position=0):
     start = start_position + step * global_batch + offset
     return tf.range(start, start + pipeline_batch, dtype=tf.int64)
 
+  height, width, channels = source.image_shape
+  out_shape = (height, width, channels) if image_size == -1 else (image_size, image_size, channels)
+  augment = config.data.train_augment
+
   def load(position):
     example = train_example_id(position, num_examples, config.seed)
-    return _preprocess(tf.gather(images, example), image_size), tf.gather(labels, example)
+    # Seeded by the global stream position: the same augmentation on every topology.
+    image = preprocess.augment_decoded(tf.gather(images, example), out_shape, augment,
+                                       tf.stack([tf.constant(config.seed, tf.int64), 0, position]))
+    return image, tf.gather(labels, example)
 
   dataset = tf.data.Dataset.counter().map(positions_of_step).unbatch()
   dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE)
@@ -128,7 +130,11 @@ def create_eval_dataset(config, source, input_context):
   start, stop = eval_shard(source.num_eval_examples, input_context)
   dataset = tf.data.Dataset.from_tensor_slices(
       (source.eval_images[start:stop], source.eval_labels[start:stop]))
-  dataset = dataset.map(lambda x, y: (_preprocess(x, config.data.image_size), y))
+  height, width, channels = source.image_shape
+  size = config.data.image_size
+  out_shape = (height, width, channels) if size == -1 else (size, size, channels)
+  dataset = dataset.map(lambda x, y: (preprocess.eval_decoded(x, out_shape,
+                                                              config.data.train_augment), y))
   dataset = dataset.batch(per_replica, drop_remainder=False)
   logging.log_first_n(logging.INFO, 'Eval pipeline %d/%d reads examples [%d, %d)', 4,
                       input_context.input_pipeline_id, input_context.num_input_pipelines,

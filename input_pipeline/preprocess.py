@@ -57,6 +57,30 @@ def _random_resized_crop(encoded, height, width, channels, seed):
   return tf.image.stateless_random_flip_left_right(image, seed=seed + 1)
 
 
+def _stateless_seed(seed):
+  """The 2-element seed of stateless ops from (seed, pipeline, example index)."""
+  return tf.cast(tf.stack([seed[0] * 1000003 + seed[1], seed[2]]), tf.int64)
+
+
+def augment_decoded(image, image_shape, augment, seed):
+  """Augments one already decoded float image to `image_shape` (in-memory sources).
+
+  Same augmentations as `preprocess_for_train`: 'flip_crop', 'random_resized_crop' (the crop is
+  taken from the decoded image), or 'none' (a resize to `image_shape` if needed).
+  """
+  height, width, channels = image_shape
+  seed = _stateless_seed(seed)
+  if augment == 'random_resized_crop':
+    begin, size = _crop_window(tf.shape(image), seed)
+    image = _resize(tf.slice(image, begin, size), height, width)
+    image = tf.image.stateless_random_flip_left_right(image, seed=seed + 1)
+  elif augment == 'flip_crop':
+    image = _flip_crop(image, height, width, seed)
+  elif image.shape[0] != height or image.shape[1] != width:
+    image = _resize(image, height, width)
+  return tf.ensure_shape(image, (height, width, channels))
+
+
 def preprocess_for_train(encoded, image_shape, augment, seed):
   """Decodes and augments one training image to `image_shape` (height, width, channels).
 
@@ -67,7 +91,7 @@ def preprocess_for_train(encoded, image_shape, augment, seed):
     seed: int64 tensor of shape [3] (seed, pipeline, example index); stateless ops use 2 of them.
   """
   height, width, channels = image_shape
-  seed = tf.cast(tf.stack([seed[0] * 1000003 + seed[1], seed[2]]), tf.int64)
+  seed = _stateless_seed(seed)
   if augment == 'random_resized_crop':
     return tf.ensure_shape(_random_resized_crop(encoded, height, width, channels, seed), image_shape)
   image = decode(encoded, channels)
@@ -78,10 +102,16 @@ def preprocess_for_train(encoded, image_shape, augment, seed):
   return tf.ensure_shape(image, image_shape)
 
 
-def preprocess_for_eval(encoded, image_shape, augment):
-  """Decodes one eval image: a central crop for 'random_resized_crop' training, else a resize."""
-  height, width, channels = image_shape
-  image = decode(encoded, channels)
+def eval_decoded(image, image_shape, augment):
+  """One decoded eval image: a central crop for 'random_resized_crop' training, then a resize."""
+  height, width, _ = image_shape
   if augment == 'random_resized_crop':
     image = tf.image.central_crop(image, _EVAL_CROP_FRACTION)
-  return tf.ensure_shape(_resize(image, height, width), image_shape)
+  if image.shape[0] != height or image.shape[1] != width:
+    image = _resize(image, height, width)
+  return tf.ensure_shape(image, image_shape)
+
+
+def preprocess_for_eval(encoded, image_shape, augment):
+  """Decodes one eval image: a central crop for 'random_resized_crop' training, else a resize."""
+  return eval_decoded(decode(encoded, image_shape[-1]), image_shape, augment)

@@ -2,6 +2,7 @@
 
 import dataclasses
 
+from absl import logging
 import numpy as np
 
 # The held-out split of the digits never changes with the training seed, so eval accuracy is always
@@ -217,6 +218,61 @@ def _tfds_file_source(data_config, builder, shape, num_classes):
                     info.splits[data_config.eval_split].num_examples)
 
 
+def _decode_all(files, parse_fn, channels, shape):
+  """(images float32 [N, H, W, C], labels) of every record, or None if a shape differs from `shape`."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from input_pipeline import preprocess  # pylint: disable=g-import-not-at-top
+
+  def decode(serialized):
+    encoded, label, _ = parse_fn(serialized)
+    return preprocess.decode(encoded, channels), tf.cast(label, tf.int32)
+
+  images, labels = [], []
+  dataset = tf.data.TFRecordDataset(list(files)).map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+  for image, label in dataset.prefetch(tf.data.AUTOTUNE).as_numpy_iterator():
+    if image.shape != shape:
+      return None
+    images.append(image)
+    labels.append(label)
+  return np.stack(images), np.asarray(labels, np.int32)
+
+
+def decode_into_memory(source, data_config):
+  """`cache()` after decode, done once: a small streamed source decoded into an ArraySource.
+
+  With `data.in_memory` 'auto', the records are decoded into memory when every image has the
+  shape of the first one and the decoded float32 images of both splits fit in a quarter of
+  `data.ram_budget_mb`; 'yes' asks for it whatever the size; 'no' streams. Training then augments
+  the decoded images per example (datasets.py) instead of decoding every epoch. A source that
+  cannot be decoded (a corrupt record, images of several sizes) stays streamed, where errors name
+  their file and `data.skip_corrupt` applies.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from input_pipeline import preprocess  # pylint: disable=g-import-not-at-top
+  if data_config.in_memory == 'no' or data_config.skip_corrupt:
+    return source
+  channels = source.image_shape[-1]
+  try:
+    first = next(iter(tf.data.TFRecordDataset(source.train_files[:1]).take(1)))
+    shape = tuple(preprocess.decode(source.parse_fn(first)[0], channels).shape)
+    counts = [n if n >= 0 else sum(1 for _ in tf.data.TFRecordDataset(list(files)))
+              for n, files in ((source.num_train_examples, source.train_files),
+                               (source.num_eval_examples, source.eval_files))]
+    decoded_bytes = 4 * int(np.prod(shape)) * sum(counts)
+    if (data_config.in_memory == 'auto' and
+        decoded_bytes > data_config.ram_budget_mb * 2**20 // 4):
+      return source
+    train = _decode_all(source.train_files, source.parse_fn, channels, shape)
+    evaluation = train and _decode_all(source.eval_files, source.parse_fn, channels, shape)
+  except (tf.errors.OpError, StopIteration):
+    return source  # Streaming reports what is wrong, naming the file.
+  if train is None or evaluation is None:
+    return source
+  logging.info('%s: %d + %d images of shape %s decoded into memory (%.1f MiB)', source.name,
+               len(train[1]), len(evaluation[1]), shape, decoded_bytes / 2**20)
+  return ArraySource(train[0], train[1], evaluation[0], evaluation[1], source.num_classes)
+
+
 def create_source(data_config, seed):
   """Loads the source named by `data_config.source`: 'digits', 'tfds', 'tfrecord' or 'synthetic'.
 
@@ -234,6 +290,6 @@ def create_source(data_config, seed):
   if data_config.source == 'tfds':
     return load_tfds(data_config, seed)
   if data_config.source == 'tfrecord':
-    return load_tfrecords(data_config)
+    return decode_into_memory(load_tfrecords(data_config), data_config)
   raise DataError(f"data.source={data_config.source!r}: must be one of 'digits', 'tfds', "
                   "'tfrecord', 'synthetic'")

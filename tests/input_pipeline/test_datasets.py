@@ -420,3 +420,28 @@ def test_resuming_with_another_topology_and_batch_covers_the_epoch_exactly_once(
   _assert_permutation(epoch, num_examples)
   # And the resumed run reads exactly the positions the uninterrupted stream would.
   np.testing.assert_array_equal(epoch, _mapped_ids(0, num_examples, num_examples, 0))
+
+
+@pytest.mark.parametrize('augment', ['flip_crop', 'random_resized_crop'])
+def test_in_memory_images_are_augmented_the_same_on_every_topology(augment):
+  rng = np.random.RandomState(0)
+  images = rng.rand(40, 16, 16, 3).astype(np.float32)
+  labels = (np.arange(40) % NUM_CLASSES).astype(np.int32)
+  source = sources.ArraySource(images, labels, images[:8], labels[:8], NUM_CLASSES)
+  config = _config(8)
+  config.data.train_augment = augment
+  one = _global_batches(config, source, 1, 1, 2)
+  four = _global_batches(config, source, 2, 2, 2)
+  for (a, _), (b, _) in zip(one, four):
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+  assert a.shape == (8, 16, 16, 3)
+  # The augmented batch is not the raw images of the stream.
+  ids = _mapped_ids(8, 16, 40, 0)
+  assert not np.allclose(a, images[ids])
+  # Evaluation is not augmented (random_resized_crop: a central crop, resized back).
+  eval_images, _ = next(datasets.create_eval_dataset(config, source, _context(1, 0, 1))
+                        .as_numpy_iterator())
+  if augment == 'flip_crop':
+    np.testing.assert_allclose(eval_images, images[:8])
+  else:
+    assert eval_images.shape == (8, 16, 16, 3) and not np.allclose(eval_images, images[:8])
