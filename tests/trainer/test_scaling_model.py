@@ -9,6 +9,8 @@ import sys
 import numpy as np
 import pytest
 
+from launch import sweep
+
 from trainer.benchmarks import engines as engines_bench
 from trainer.benchmarks import scaling_model as sm
 
@@ -223,6 +225,14 @@ def test_command_with_given_figures_measures_nothing_and_writes_json_and_plot(tm
       assert [p['workers'] for p in link['curves'][name]] == results['workers']
       assert all(0 < p['efficiency'] <= 1 for p in link['curves'][name])
   assert plot_out.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+  # The sweep draws these predictions beside its measured points (launch.sweep --predict_from).
+  rows = sweep.load_predicted(str(json_out), max_workers=2)
+  here_rows = [r for r in rows if r['label'] == 'predicted: here, no overlap']
+  assert [r['workers'] for r in here_rows] == [1, 2]
+  assert here_rows[1]['efficiency'] == pytest.approx(expected[1]['efficiency'])
+  assert len(rows) == 2 + 2 * len(results['workers'])
+  with pytest.raises(ValueError, match='not a scaling-model JSON'):
+    sweep.load_predicted(str(plot_out), 2)
   assert '25 Gbit/s: B 25 Gbit/s' in proc.stdout and results['validation'] is None
 
 

@@ -131,7 +131,7 @@ class NoGradientCommunication:
 # Measurements (worker side).
 
 
-def _time_loop(loop, iterations):
+def time_loop(loop, iterations):
   """Seconds per iteration of `loop(iterations)`, waiting for its result."""
   start = time.perf_counter()
   loop(tf.constant(iterations)).numpy()
@@ -181,11 +181,11 @@ def time_gradient_allreduce(config, engine, source, plan):
     loops = {reduce: gradient_allreduce_loop(engine, model, optimizer, reduce)
              for reduce in (True, False)}
     for loop in loops.values():
-      _time_loop(loop, config.train.steps_per_loop)  # Tracing and first calls.
+      time_loop(loop, config.train.steps_per_loop)  # Tracing and first calls.
     runs = {True: [], False: []}
     for _ in range(plan.repeats):
       for reduce, loop in loops.items():
-        runs[reduce].append(1000 * _time_loop(loop, plan.steps))
+        runs[reduce].append(1000 * time_loop(loop, plan.steps))
   return {'parameters': parameters, 'allreduce_ms_runs': runs[True], 'fill_ms_runs': runs[False]}
 
 
@@ -234,7 +234,8 @@ def configure_threads(pin_cpus, local_replicas):
           'inter_op': tf.config.threading.get_inter_op_parallelism_threads()}
 
 
-def _versions():
+def versions():
+  """Versions of TensorFlow (and Horovod, if imported) in this process."""
   versions = {'tensorflow': tf.__version__}
   if 'horovod' in sys.modules:
     versions['horovod'] = sys.modules['horovod'].__version__
@@ -259,7 +260,7 @@ def run_worker(config, plan, pin_cpus, result_dir):
     tf.config.experimental.enable_op_determinism()
   source = sources.create_source(config.data, config.seed)
   result = measure_engine(config, engine, source, plan)
-  result.update(threads=threads, cpus=sorted(os.sched_getaffinity(0)), versions=_versions(),
+  result.update(threads=threads, cpus=sorted(os.sched_getaffinity(0)), versions=versions(),
                 load_average={'start': load_start, 'end': os.getloadavg()[0]})
   path = os.path.join(result_dir, f'{engine.name}.{engine.worker_index}.json')
   with open(f'{path}.tmp', 'w') as f:
@@ -283,17 +284,18 @@ def engine_overrides(engine_name, num_workers):
           f'--config.engine.num_replicas={layout(engine_name, num_workers)[1]}']
 
 
-def _run_this_module(worker, label):
-  """`worker` (from launch.local) with `-m trainer.train` replaced by `-m` this module."""
+def _run_module(worker, label, module):
+  """`worker` (from launch.local) with `-m trainer.train` replaced by `-m module`."""
   argv = list(worker.argv)
   targets = [i for i in range(1, len(argv)) if argv[i - 1:i + 1] == ['-m', 'trainer.train']]
   if len(targets) != 1:
     raise ValueError(f'expected one `-m trainer.train` in the launcher command {argv}')
-  argv[targets[0]] = _MODULE
+  argv[targets[0]] = module
   return dataclasses.replace(worker, label=label, argv=argv)
 
 
-def worker_processes(engine_name, num_workers, args, result_dir, pin_cpus, python=sys.executable):
+def worker_processes(engine_name, num_workers, args, result_dir, pin_cpus, python=sys.executable,
+                     module=_MODULE):
   """The `launch.local.Worker`s that measure `engine_name`.
 
   Multi-process engines reuse `launch.local`'s TF_CONFIG and horovodrun set-ups (and its CPU
@@ -306,23 +308,25 @@ def worker_processes(engine_name, num_workers, args, result_dir, pin_cpus, pytho
     result_dir: where the workers write their results.
     pin_cpus: whether to pin each replica to its own CPU(s).
     python: the interpreter.
+    module: the module the workers run with `--worker` (this one, or another benchmark's).
   """
   worker_args = [*args, '--worker', f'--result_dir={result_dir}', f'--pin_cpus={pin_cpus}',
                  *engine_overrides(engine_name, num_workers)]
   if engine_name == 'multi_worker':
     workers = local.multi_worker_processes(num_workers, worker_args, python=python, pin=pin_cpus)
-    return [_run_this_module(w, f'multi_worker {i}') for i, w in enumerate(workers)]
+    return [_run_module(w, f'multi_worker {i}', module) for i, w in enumerate(workers)]
   if engine_name == 'horovod':
     workers = local.horovod_processes(num_workers, worker_args, python=python, pin=pin_cpus)
-    return [_run_this_module(w, 'horovod') for w in workers]
+    return [_run_module(w, 'horovod', module) for w in workers]
   cpus = None
   if pin_cpus:
     shares = local.cpu_shares(num_workers, os.sched_getaffinity(0))
     cpus = sorted(c for share in shares[:layout(engine_name, num_workers)[1]] for c in share)
-  return [local.Worker(engine_name, [python, '-m', _MODULE, *worker_args], {}, cpus)]
+  return [local.Worker(engine_name, [python, '-m', module, *worker_args], {}, cpus)]
 
 
-def _read_results(result_dir, engine_name):
+def read_results(result_dir, engine_name):
+  """The `{engine_name}.{index}.json` results the workers wrote to `result_dir`, by worker index."""
   results = []
   for path in sorted(glob.glob(os.path.join(result_dir, f'{engine_name}.*.json'))):
     with open(path) as f:
@@ -330,20 +334,23 @@ def _read_results(result_dir, engine_name):
   return sorted(results, key=lambda r: r['worker_index'])
 
 
-def run_engine(engine_name, num_workers, args, pin_cpus, timeout_seconds=0):
+def run_engine(engine_name, num_workers, args, pin_cpus, timeout_seconds=0, module=_MODULE,
+               out=None, err=None):
   """Starts the workers of `engine_name`, waits for them and returns their results.
 
-  `launch.local.run` relays their prefixed output, stops them all at the first failure, and after
-  `timeout_seconds` (0: never).
+  `launch.local.run` relays their prefixed output (to `out`/`err`, default the console), stops them
+  all at the first failure, and after `timeout_seconds` (0: never). `module` is the benchmark the
+  workers run (see `worker_processes`).
 
   Returns:
     (exit code, list of worker results ordered by worker index).
   """
   processes = layout(engine_name, num_workers)[0]
   with tempfile.TemporaryDirectory(prefix=f'convoy-bench-{engine_name}-') as result_dir:
-    workers = worker_processes(engine_name, num_workers, args, result_dir, pin_cpus)
-    code = local.run(workers, timeout_seconds)
-    results = _read_results(result_dir, engine_name)
+    workers = worker_processes(engine_name, num_workers, args, result_dir, pin_cpus,
+                               module=module)
+    code = local.run(workers, timeout_seconds, out, err)
+    results = read_results(result_dir, engine_name)
   if code == 0 and len(results) != processes:
     print(f'[bench] {engine_name}: {len(results)} of {processes} worker results', file=sys.stderr)
     code = FAILED
@@ -401,7 +408,8 @@ def describe_config(config):
           'batch_norm': config.model.batch_norm, 'tensorflow': tf.__version__}
 
 
-def _cpu_list(cpus):
+def cpu_list(cpus):
+  """CPU shares as text: '0,1|2,3'."""
   return '|'.join(','.join(map(str, share)) for share in cpus)
 
 
@@ -416,7 +424,7 @@ def _row(name, r):
   load = f"{r['load_average']['start']:.1f}-{r['load_average']['end']:.1f}"
   return (f"{name:<13}{layout_text:>7}{rates['median']:>10.0f} {spread:<14}{r['step_ms']:>8.2f}"
           f"{r['no_comm_step_ms']:>9.2f}{r['comm_ms']:>9.2f}  {share:<14}{r['allreduce_ms']:>9.3f}"
-          f"  {load:<9}  {_cpu_list(r['cpus'])}")
+          f"  {load:<9}  {cpu_list(r['cpus'])}")
 
 
 def _gradient_size(results):

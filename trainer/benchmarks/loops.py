@@ -204,7 +204,7 @@ def measure_loop(loop, config, engine, source, plan):
   engine.sync_initial_state(model, optimizer)  # As train_and_evaluate does (tf.distribute: no-op).
   clock = StopwatchController(plan.warmup_steps + plan.measured_steps(loop))
   LOOPS[loop](config, engine, model, optimizer, _train_data(config, engine, source), clock)
-  rate = clock.images_per_second(plan.warmup_steps, config.train.global_batch_size)
+  rate = clock.images_per_second(plan.warmup_steps, datasets.examples_per_step(config))
   return rate, clock.train_metrics
 
 

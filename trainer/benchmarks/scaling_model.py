@@ -46,7 +46,6 @@ import math
 import os
 import statistics
 import sys
-import tempfile
 import types
 
 from absl import app
@@ -56,7 +55,6 @@ import numpy as np
 import tensorflow as tf
 
 from input_pipeline import sources
-from launch import local
 from trainer import engines
 from trainer import experiment
 from trainer import model as model_lib
@@ -346,12 +344,12 @@ def measure_allreduce_sizes(config, engine, message_bytes, repeats, max_iteratio
                                                              reduce)
                for reduce in (True, False)}
       for loop in loops.values():
-        engines_bench._time_loop(loop, 2)  # pylint: disable=protected-access  (tracing)
+        engines_bench.time_loop(loop, 2)  # Tracing.
       iterations = iterations_for(size, max_iterations)
       runs = {True: [], False: []}
       for repeat in range(repeats):
         for reduce in ((True, False) if repeat % 2 == 0 else (False, True)):
-          runs[reduce].append(engines_bench._time_loop(  # pylint: disable=protected-access
+          runs[reduce].append(engines_bench.time_loop(
               loops[reduce], iterations))
     results.append({'bytes': size, 'iterations': iterations, 'allreduce_runs': runs[True],
                     'fill_runs': runs[False],
@@ -387,15 +385,8 @@ def allreduce_worker_processes(engine_name, num_workers, args, result_dir, pin_c
   The launch set-up (TF_CONFIG or horovodrun, CPU pinning, --worker, --result_dir, --pin_cpus and
   the engine's --config.engine.* overrides) is the engine benchmark's.
   """
-  workers = engines_bench.worker_processes(engine_name, num_workers, args, result_dir, pin_cpus)
-  engine_module = engines_bench._MODULE  # pylint: disable=protected-access
-  for worker in workers:
-    argv = worker.argv
-    at = [i for i in range(1, len(argv)) if argv[i - 1:i + 1] == ['-m', engine_module]]
-    if len(at) != 1:
-      raise ValueError(f'expected one `-m {engine_module}` in {worker.argv}')
-    worker.argv[at[0]] = _MODULE
-  return workers
+  return engines_bench.worker_processes(engine_name, num_workers, args, result_dir, pin_cpus,
+                                        module=_MODULE)
 
 
 def measure_point_to_point(engine_name, num_workers, config_args, message_kb, repeats,
@@ -411,11 +402,8 @@ def measure_point_to_point(engine_name, num_workers, config_args, message_kb, re
           f'--allreduce_repeats={repeats}', f'--allreduce_iterations={max_iterations}']
   print(f'[scaling] all-reduce microbenchmark: {engine_name}, {num_workers} processes, '
         f'{len(message_kb)} sizes', flush=True)
-  with tempfile.TemporaryDirectory(prefix='convoy-allreduce-') as result_dir:
-    workers = allreduce_worker_processes(engine_name, num_workers, args, result_dir, pin_cpus)
-    code = local.run(workers, timeout_seconds)
-    results = engines_bench._read_results(  # pylint: disable=protected-access
-        result_dir, engine_name)
+  code, results = engines_bench.run_engine(engine_name, num_workers, args, pin_cpus,
+                                          timeout_seconds, module=_MODULE)
   if code != 0 or len(results) != num_workers:
     return code or FAILED, None
   chief = results[0]
@@ -573,7 +561,7 @@ def _prediction_table(link):
 
 
 def _microbenchmark_lines(p2p):
-  cpus = engines_bench._cpu_list(p2p['cpus'])  # pylint: disable=protected-access
+  cpus = engines_bench.cpu_list(p2p['cpus'])
   lines = [f"All-reduce microbenchmark: {p2p['engine']}, {p2p['workers']} processes (CPUs "
            f"{cpus}); fit t = a + b n on relative errors: "
            f"a = {1e6 * p2p['intercept_seconds']:.1f} us, 1/b = "

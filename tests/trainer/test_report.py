@@ -1,0 +1,297 @@
+"""The scaling sweep's report (trainer/benchmarks/report.py) from hand-made results, and the pure
+parts of the per-run measurement (trainer/benchmarks/scaling.py): breakdown, summary, FLOPs count,
+peak matmul and the fixed-batch engine view."""
+
+import csv
+import json
+import math
+import os
+import types
+
+import numpy as np
+import pytest
+
+from configs import default
+from input_pipeline import datasets
+from input_pipeline import sources
+from trainer import engines
+from trainer.benchmarks import loops as loops_bench
+from trainer.benchmarks import report
+from trainer.benchmarks import scaling
+
+PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
+
+
+def make_result(engine, replicas, images_per_second, scaling_mode='weak', batch=32, loop='custom',
+                fields=None, processes=None):
+  """A run's result.json as `scaling.summarize_run` writes it, with made-up figures."""
+  processes = processes or (1 if engine in ('default', 'mirrored') else replicas)
+  global_batch = batch * replicas if scaling_mode == 'weak' else batch
+  run_id = f'{engine}-x{replicas}-{scaling_mode}{batch}-{loop}-{len(fields or {}):08x}'
+  step_ms = 1000.0 * global_batch / images_per_second
+  return {
+      'status': 'ok', 'run_id': run_id,
+      'spec': {'run_id': run_id, 'engine': engine, 'workers': replicas, 'processes': processes,
+               'replicas': replicas, 'scaling': scaling_mode, 'batch_size': batch,
+               'global_batch_size': global_batch,
+               'per_replica_batch_size': global_batch // replicas, 'loop': loop,
+               'fields': dict(fields or {})},
+      'num_replicas': replicas, 'num_workers': processes,
+      'images_per_second': {'median': images_per_second, 'min': 0.9 * images_per_second,
+                            'max': 1.1 * images_per_second, 'runs': [images_per_second]},
+      'images_per_second_per_replica': images_per_second / replicas, 'step_ms': step_ms,
+      'breakdown': scaling.create_breakdown(step_ms, 0.9 * step_ms, 0.9 * step_ms, 0.7 * step_ms),
+      'forward_flops_per_image': 1e6, 'train_flops_per_image': 3e6,
+      'achieved_flops_per_second': 3e6 * images_per_second,
+      'machine_peak_flops_per_second': 1e11,
+      'machine_peak_fraction': 3e6 * images_per_second / 1e11,
+      'allocation_peak_flops_per_second': 5e10 * replicas,
+      'allocation_peak_fraction': 3e6 * images_per_second / (5e10 * replicas),
+      'peak_rss_mb': 600.0, 'total_rss_mb': 600.0 * processes, 'gpu_peak_mb': None,
+      'train_loss': 0.5, 'pinned': True, 'cpus': [[i] for i in range(processes)],
+      'threads': {'intra_op': 1, 'inter_op': 1}, 'load_average': {'start': 0.5, 'end': 0.7},
+      'run_seconds': 12.0,
+  }
+
+
+def failed(engine, replicas, error='exit code 4: convoy: error: no data'):
+  result = make_result(engine, replicas, 1.0)
+  return {'status': 'failed', 'run_id': result['run_id'] + 'f', 'spec': result['spec'],
+          'error': error}
+
+
+def sample_results():
+  """2 engines x 1-2 replicas (weak), a failed run and a run not done yet."""
+  return [make_result('mirrored', 1, 1000.0), make_result('mirrored', 2, 1800.0),
+          make_result('multi_worker', 1, 900.0), make_result('multi_worker', 2, 1500.0),
+          failed('horovod', 2),
+          {'status': 'missing', 'run_id': 'horovod-x1', 'spec': make_result('horovod', 1,
+                                                                           1.0)['spec']}]
+
+
+META = {'command': 'python -m launch.sweep --out_dir=/tmp/x', 'created': '2026-01-01T00:00:00',
+        'mode': 'local', 'machine': {'cpu': 'test CPU', 'cpus': '2'},
+        'machine_peak': {'machine_peak_flops_per_second': 1e11, 'matmul_size': 4096},
+        'pin_cpus': True, 'cpus_per_worker': 1,
+        'plan': {'steps': 100, 'warmup_steps': 20, 'repeats': 3},
+        'grid': {'engines': ['mirrored', 'multi_worker'], 'workers': [1, 2]},
+        'config': {'file': 'configs/default.py', 'overrides': {'data.source': 'digits'}}}
+PREDICTED = [{'workers': 1, 'images_per_second': 1000.0, 'efficiency': 1.0, 'engine': 'mirrored'},
+             {'workers': 2, 'images_per_second': 1900.0, 'efficiency': 0.95, 'engine': 'mirrored'}]
+
+
+# --- Rows and efficiency ------------------------------------------------------------------------
+
+
+def test_weak_scaling_efficiency_is_per_replica_throughput_ratio():
+  rows = {r['run_id']: r for r in report.create_rows(sample_results())}
+  two = rows['mirrored-x2-weak32-custom-00000000']
+  assert two['scaling_efficiency'] == pytest.approx(1800 / 2 / 1000)
+  assert two['efficiency_baseline'] == 'mirrored-x1-weak32-custom-00000000'
+  assert rows['multi_worker-x2-weak32-custom-00000000']['scaling_efficiency'] == pytest.approx(
+      1500 / 2 / 900)
+  assert rows['mirrored-x1-weak32-custom-00000000']['scaling_efficiency'] == 1.0
+
+
+def test_strong_scaling_efficiency_is_speedup_over_replicas():
+  rows = report.create_rows([make_result('mirrored', 1, 1000.0, 'strong', 64),
+                             make_result('mirrored', 2, 1500.0, 'strong', 64)])
+  assert rows[1]['global_batch_size'] == 64 and rows[1]['per_replica_batch_size'] == 32
+  assert rows[1]['scaling_efficiency'] == pytest.approx((1500 / 1000) / 2)
+
+
+def test_efficiency_baseline_is_the_same_cell_else_default_engine_else_none():
+  fields = {'train.precision': 'mixed_bfloat16'}
+  rows = report.create_rows([
+      make_result('default', 1, 1000.0), make_result('horovod', 2, 1600.0),
+      make_result('mirrored', 2, 1200.0, fields=fields),  # No 1-replica run of this cell.
+      make_result('mirrored', 2, 1200.0, batch=16)])  # Nor of this one, nor default's.
+  assert rows[1]['efficiency_baseline'] == rows[0]['run_id']
+  assert rows[1]['scaling_efficiency'] == pytest.approx(0.8)
+  assert rows[2]['scaling_efficiency'] is None  # default ran with float32 only.
+  assert rows[2]['train.precision'] == 'mixed_bfloat16' and rows[0]['train.precision'] is None
+  assert rows[3]['scaling_efficiency'] is None
+
+
+def test_failed_and_missing_rows_keep_spec_and_error_without_figures():
+  rows = report.create_rows(sample_results())
+  bad = rows[4]
+  assert (bad['status'], bad['engine'], bad['replicas']) == ('failed', 'horovod', 2)
+  assert bad['error'].startswith('exit code 4') and bad['images_per_second'] is None
+  assert rows[5]['status'] == 'missing' and rows[5]['scaling_efficiency'] is None
+
+
+# --- Files ----------------------------------------------------------------------------------------
+
+
+def test_csv_has_every_column_and_empty_cells_for_missing_figures(tmp_path):
+  rows = report.create_rows(sample_results() + [make_result(
+      'mirrored', 2, 1100.0, fields={'train.jit_compile': True})])
+  path = report.create_csv(rows, tmp_path / 'results.csv')
+  with open(path) as f:
+    read = list(csv.DictReader(f))
+  assert list(read[0]) == report.columns(rows)
+  assert 'train.jit_compile' in read[0] and read[-1]['train.jit_compile'] == 'True'
+  for row in read[:4]:
+    for name in report.NUMERIC_COLUMNS + ('scaling_efficiency', 'machine_peak_fraction'):
+      assert math.isfinite(float(row[name])), (name, row)
+  assert read[4]['images_per_second'] == '' and read[4]['status'] == 'failed'
+
+
+def test_create_report_writes_csv_json_plots_and_markdown(tmp_path):
+  paths = report.create_report(str(tmp_path), sample_results(), META, predicted=PREDICTED)
+  assert sorted(os.listdir(tmp_path)) == ['breakdown.png', 'efficiency.png', 'report.md',
+                                          'results.csv', 'results.json', 'throughput.png']
+  for name in ('throughput', 'efficiency', 'breakdown'):
+    with open(paths[name], 'rb') as f:
+      data = f.read()
+    assert data.startswith(PNG_MAGIC) and len(data) > 10_000, name
+  with open(paths['json']) as f:
+    data = json.load(f)
+  assert data['meta']['command'] == META['command'] and len(data['runs']) == 6
+  assert data['predicted'] == PREDICTED
+  with open(paths['report']) as f:
+    text = f.read()
+  for needle in ('![Throughput](throughput.png)', '![Scaling efficiency](efficiency.png)',
+                 '![Step-time breakdown](breakdown.png)', META['command'], 'test CPU',
+                 '`mirrored-x2-weak32-custom-00000000` | ok | mirrored | 1 x 2 | weak | 32 | 64',
+                 '| 0.90 |', 'pinned to its own 1 core(s)', '## Predicted (scaling model)',
+                 'predicted (mirrored) | 2 | 1900 | 0.95', '## Failed or missing runs',
+                 'exit code 4: convoy: error: no data', '100.0 GFLOP/s'):
+    assert needle in text, needle
+
+
+def test_markdown_table_has_one_line_per_run_and_the_grid_fields():
+  rows = report.create_rows([make_result('default', 1, 500.0, fields={'train.precision': 'x'})])
+  text = report.create_markdown(dict(META, mode='slurm', pin_cpus=False), rows)
+  table = [line for line in text.splitlines() if line.startswith('| `')]
+  assert len(table) == 1 and '| x |' in table[0]
+  assert 'train.precision' in text and 'Slurm jobs' in text
+  assert '![' not in text  # No plots given.
+
+
+def test_plots_without_successful_runs_still_write_files(tmp_path):
+  rows = report.create_rows([failed('mirrored', 2)])
+  for create in (report.create_throughput_plot, report.create_efficiency_plot):
+    with open(create(rows, tmp_path / f'{create.__name__}.png', predicted=PREDICTED), 'rb') as f:
+      assert f.read().startswith(PNG_MAGIC)
+  with open(report.create_breakdown_plot(rows, tmp_path / 'b.png'), 'rb') as f:
+    assert f.read().startswith(PNG_MAGIC)
+
+
+def test_plots_split_weak_and_strong_scaling_into_panels(tmp_path):
+  rows = report.create_rows([make_result('mirrored', 1, 1000.0), make_result('mirrored', 2, 1800.0),
+                             make_result('mirrored', 1, 1000.0, 'strong', 64),
+                             make_result('mirrored', 2, 1500.0, 'strong', 64)])
+  modes = report._series(rows, [])  # pylint: disable=protected-access
+  assert sorted(modes) == ['strong', 'weak']
+  assert [p['replicas'] for p in modes['weak']['mirrored']] == [1, 2]
+  report.create_throughput_plot(rows, tmp_path / 't.png', predicted=PREDICTED)
+
+
+# --- Measurement pieces (scaling.py) ------------------------------------------------------------
+
+
+def test_breakdown_parts_add_up_to_the_step_and_keep_raw_differences():
+  parts = scaling.create_breakdown(step_ms=10.0, fixed_batch_ms=8.0, comm_reference_ms=8.5,
+                                   no_comm_ms=6.0)
+  assert parts['input_ms'] == pytest.approx(2.0) and parts['comm_ms'] == pytest.approx(2.5)
+  assert parts['compute_ms'] == pytest.approx(5.5)
+  noisy = scaling.create_breakdown(step_ms=10.0, fixed_batch_ms=11.0, comm_reference_ms=9.0,
+                                   no_comm_ms=9.5)
+  assert noisy['input_ms'] == 0.0 and noisy['comm_ms'] == 0.0 and noisy['compute_ms'] == 10.0
+  assert noisy['input_ms_raw'] == pytest.approx(-1.0)
+  assert noisy['comm_ms_raw'] == pytest.approx(-0.5)
+  huge = scaling.create_breakdown(step_ms=10.0, fixed_batch_ms=4.0, comm_reference_ms=20.0,
+                                  no_comm_ms=1.0)
+  assert huge['input_ms'] + huge['comm_ms'] + huge['compute_ms'] == pytest.approx(10.0)
+  assert huge['compute_ms'] == 0.0
+
+
+def _worker(index, full, peak, rss, fit=False):
+  rates = {'full': full, 'fixed_batch': [2000.0], 'no_comm': [2500.0]}
+  if fit:
+    rates['custom_fixed_batch'] = [2200.0]
+  return {'engine': 'multi_worker', 'worker_index': index, 'num_workers': 2, 'num_replicas': 2,
+          'devices': ['/cpu:0'], 'rates': rates, 'train_loss': 1.0,
+          'comm_reference': scaling.comm_reference('fit' if fit else 'custom'),
+          'max_rss_mb': rss, 'gpu_peak_mb': None, 'peak_flops_per_second': peak,
+          'peak_matmul_size': 512, 'threads': {'intra_op': 1, 'inter_op': 1}, 'cpus': [index],
+          'pinned': True, 'versions': {}, 'load_average': {'start': 1.0, 'end': 2.0},
+          'seconds': 10.0, 'forward_flops_per_image': 1_000_000}
+
+
+@pytest.mark.parametrize('loop', ['custom', 'fit'])
+def test_summarize_run_takes_the_chiefs_clock_and_sums_peaks_and_memory(loop):
+  config = default.get_config()
+  config.loop = loop
+  config.train.global_batch_size = 64
+  plan = loops_bench.Plan((loop,), 20, 10, 10, 2)
+  spec = {'run_id': 'r', 'session': {'machine_peak_flops_per_second': 1e10}}
+  workers = [_worker(0, [1000.0, 1600.0, 1200.0], 4e9, 500.0, loop == 'fit'),
+             _worker(1, [999.0], 3e9, 700.0, loop == 'fit')]
+  result = scaling.summarize_run(workers, config, plan, spec)
+  assert result['images_per_second'] == {'median': 1200.0, 'min': 1000.0, 'max': 1600.0,
+                                         'runs': [1000.0, 1600.0, 1200.0]}
+  assert result['step_ms'] == pytest.approx(1000 * 64 / 1200)
+  breakdown = result['breakdown']
+  reference = 2000.0 if loop == 'custom' else 2200.0
+  assert breakdown['input_ms_raw'] == pytest.approx(result['step_ms'] - 1000 * 64 / 2000)
+  assert breakdown['comm_ms_raw'] == pytest.approx(1000 * 64 / reference - 1000 * 64 / 2500)
+  assert breakdown['comm_measured_with'] == ('same loop' if loop == 'custom' else 'custom loop')
+  assert result['train_flops_per_image'] == 3_000_000
+  assert result['achieved_flops_per_second'] == pytest.approx(1200 * 3e6)
+  assert result['allocation_peak_flops_per_second'] == 7e9
+  assert result['allocation_peak_fraction'] == pytest.approx(1200 * 3e6 / 7e9)
+  assert result['machine_peak_fraction'] == pytest.approx(1200 * 3e6 / 1e10)
+  assert (result['peak_rss_mb'], result['total_rss_mb']) == (700.0, 1200.0)
+  assert result['per_replica_batch_size'] == 32 and result['run_id'] == 'r'
+  assert result['worker_images_per_second'] == [1200.0, 999.0]
+
+
+def test_variants_remove_input_then_communication():
+  engine = types.SimpleNamespace(name='x')
+  custom = scaling.create_variants(engine, 'custom')
+  assert list(custom) == ['full', 'fixed_batch', 'no_comm']
+  assert [loop for loop, _ in custom.values()] == ['custom'] * 3
+  fit = scaling.create_variants(engine, 'fit')
+  assert list(fit) == ['full', 'fixed_batch', 'custom_fixed_batch', 'no_comm']
+  assert [loop for loop, _ in fit.values()] == ['fit', 'fit', 'custom', 'custom']
+  assert isinstance(fit['custom_fixed_batch'][1], scaling.FixedBatchEngine)
+
+
+def test_fixed_batch_engine_repeats_the_first_batch(tiny_config):
+  tiny_config.data.source = 'digits'
+  engine = engines.create_engine(tiny_config.engine)  # mirrored x2 on logical CPU devices
+  source = sources.create_source(tiny_config.data, tiny_config.seed)
+  make = lambda ctx: datasets.create_train_dataset(tiny_config, source, ctx)  # noqa: E731
+  fixed = iter(scaling.FixedBatchEngine(engine).distribute_dataset(make))
+  real = iter(engine.distribute_dataset(make))
+  first, second = next(fixed), next(fixed)
+  real_first, real_second = next(real), next(real)
+  images = lambda batch: [v.numpy() for v in engine.strategy.experimental_local_results(  # noqa
+      batch[0])]
+  assert all(np.array_equal(a, b) for a, b in zip(images(first), images(second)))
+  assert all(np.array_equal(a, b) for a, b in zip(images(first), images(real_first)))
+  assert not all(np.array_equal(a, b) for a, b in zip(images(real_first), images(real_second)))
+
+
+def test_resnet50_forward_flops_match_the_known_figure():
+  # ResNet-50 (no SE) at 224x224: about 4.1 G multiply-adds, i.e. 8.2 GFLOPs at 2 FLOPs each.
+  config = default.get_config()
+  config.model.name, config.model.se_ratio, config.model.batch_norm = 'resnet50', 0.0, 'local'
+  config.data.source, config.data.synthetic_image_size = 'synthetic', 224
+  config.data.synthetic_num_classes = 1000
+  source = types.SimpleNamespace(image_shape=(224, 224, 3), num_classes=1000)
+  flops = scaling.count_forward_flops(config, source)
+  assert 4.0e9 <= flops / 2 <= 4.2e9, flops
+
+
+def test_peak_matmul_gives_a_positive_rate():
+  rate = scaling.measure_peak_flops(['/cpu:0'], size=128, repeats=2, min_seconds=0.01)
+  assert math.isfinite(rate) and rate > 1e8
+
+
+def test_memory_is_this_process_peak_rss():
+  memory = scaling.measure_memory()
+  assert memory['max_rss_mb'] > 50 and memory['gpu_peak_mb'] is None
