@@ -971,7 +971,7 @@ def load_predicted(path, max_workers):
       model = json.load(f)
     rows = []
     for index, link in enumerate(model['networks']):
-      label = f"predicted: {link['name']}, no overlap"
+      label = f"{link['name']}, no overlap"
       rows += [{'workers': r['workers'], 'images_per_second': r['images_per_second'],
                 'efficiency': r['efficiency'], 'label': label}
                for r in link['curves']['no_overlap'] if index > 0 or r['workers'] <= max_workers]

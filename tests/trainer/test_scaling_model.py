@@ -227,7 +227,7 @@ def test_command_with_given_figures_measures_nothing_and_writes_json_and_plot(tm
   assert plot_out.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
   # The sweep draws these predictions beside its measured points (launch.sweep --predict_from).
   rows = sweep.load_predicted(str(json_out), max_workers=2)
-  here_rows = [r for r in rows if r['label'] == 'predicted: here, no overlap']
+  here_rows = [r for r in rows if r['label'] == 'here, no overlap']
   assert [r['workers'] for r in here_rows] == [1, 2]
   assert here_rows[1]['efficiency'] == pytest.approx(expected[1]['efficiency'])
   assert len(rows) == 2 + 2 * len(results['workers'])

@@ -94,8 +94,9 @@ def format_report(results, num_workers, steps, repeats):
   for engine, by_setting in results.items():
     for setting in SETTINGS:
       r = by_setting[setting]
-      lines.append(f"{engine:<14}{setting:<12}{r['images_per_second']:>9.0f}  "
-                   f"{r['min']:.0f}-{r['max']:.0f}".ljust(37) + _threads(r['budget']))
+      spread = f"{r['min']:.0f}-{r['max']:.0f}"
+      lines.append(f"{engine:<14}{setting:<12}{r['images_per_second']:>9.0f}  {spread:<12}"
+                   f"{_threads(r['budget'])}")
     lines.append(f"{engine:<14}{'auto / off':<12}{by_setting['ratio']:>9.2f}x")
   return '\n'.join(lines)
 

@@ -26,6 +26,7 @@ import os
 import matplotlib
 matplotlib.use('Agg')  # Files only: no display needed.
 from matplotlib import pyplot  # pylint: disable=g-import-not-at-top,wrong-import-position
+from matplotlib import ticker  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 PLOTS = {'throughput': 'throughput.png', 'efficiency': 'efficiency.png',
          'breakdown': 'breakdown.png'}
@@ -257,13 +258,21 @@ def _plot_per_mode(rows, path, fields, predicted, draw, key, ylabel, title):
   for index, (ax, (mode, series)) in enumerate(zip(axes, sorted(modes.items()) or [('', {})])):
     for label, points in series.items():
       draw(ax, label, points)
-    if index == 0:
+    ticks = [p for points in series.values() for p in points]
+    if index == 0 and predicted:
       _plot_predicted(ax, predicted, key)
-    _replica_ticks(ax, [p for points in series.values() for p in points])
+      # Predictions reach far more workers than measured: powers of two on a log axis.
+      ax.set_xscale('log', base=2)
+      if key == 'images_per_second':
+        ax.set_yscale('log')
+      ticks += [{'replicas': r['workers']} for r in predicted]
+    _replica_ticks(ax, ticks)
+    ax.xaxis.set_major_formatter(ticker.ScalarFormatter())
     ax.set_xlabel('replicas (workers x replicas per worker)')
     ax.set_ylabel(ylabel)
     ax.set_title(f'{title}, {mode} scaling' if mode else title)
-    ax.set_ylim(bottom=0)
+    if ax.get_yscale() == 'linear':
+      ax.set_ylim(bottom=0)
   return _finish(figure, axes, path)
 
 

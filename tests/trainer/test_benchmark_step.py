@@ -1,0 +1,22 @@
+"""The step benchmark measures the bare step, both loops and the peak, and relates them."""
+
+import math
+
+from trainer.benchmarks import step as bench
+
+
+def test_measures_every_variant_in_both_precisions(tiny_config):
+  tiny_config.engine.name = 'default'
+  tiny_config.engine.num_replicas = 1
+  results = bench.measure(tiny_config, ['float32', 'mixed_bfloat16'], steps=5, warmup_steps=5,
+                          repeats=1)
+  assert results['peak_flops'] > 0
+  for by_variant in results['precisions'].values():
+    assert by_variant['flops_per_image'] > 0
+    for name in ('bare', *bench.LOOPS):
+      r = by_variant[name]
+      assert r['images_per_second'] > 0 and 0 < r['of_peak'] < 1 and math.isfinite(r['of_bare'])
+    assert by_variant['bare']['of_bare'] == 1
+  assert set(results['bfloat16_speedup']) == {'bare', 'custom', 'fit'}
+  report = bench.format_report(results, tiny_config)
+  assert 'of peak' in report and 'mixed_bfloat16 / float32 (custom)' in report
