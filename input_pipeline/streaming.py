@@ -138,10 +138,7 @@ def create_train_stream(config, source, input_context, start_position=0):
   pipeline skips its share of the examples consumed (start_position / number of pipelines), which
   keeps the epoch boundary but not exactly which examples of the epoch were seen (see README).
   """
-  global_batch = examples_per_step(config)
-  per_replica = input_context.get_per_replica_batch_size(global_batch)
-  pipeline_batch = per_replica * (input_context.num_replicas_in_sync //
-                                  input_context.num_input_pipelines)
+  per_replica = input_context.get_per_replica_batch_size(examples_per_step(config))
   files, sharding = shard_files(source.train_files, input_context)
   logging.info('Train pipeline %d/%d: %s sharding over %d of %d files of %s',
                input_context.input_pipeline_id, input_context.num_input_pipelines, sharding,

@@ -146,11 +146,13 @@ def _scan_for_corrupt_records(config, source):
           'readable_examples': readable}
 
 
-def _count_eval_examples(source):
-  """Eval examples of the source (counted from the files when no manifest or info says)."""
-  if isinstance(source, sources.FileSource) and source.num_eval_examples < 0:
-    return sum(1 for _ in tf.data.TFRecordDataset(list(source.eval_files)))
-  return source.num_eval_examples
+def create_loop_data(config, engine, source, start_position=0):
+  """The loops' data: the distributed training stream from `start_position`, and eval datasets."""
+  return loops.LoopData(
+      train_dataset=engine.distribute_dataset(
+          lambda ctx: datasets.create_train_dataset(config, source, ctx, start_position)),
+      create_eval_dataset=lambda: engine.distribute_dataset(
+          lambda ctx: datasets.create_eval_dataset(config, source, ctx)))
 
 
 def train_and_evaluate(config, workdir):
@@ -201,15 +203,7 @@ def train_and_evaluate(config, workdir):
                config.train.accumulation_steps, config.train.precision,
                optimization.peak_learning_rate(config.train))
 
-  data = loops.LoopData(
-      train_dataset=engine.distribute_dataset(
-          lambda ctx: datasets.create_train_dataset(config, source, ctx, start_position)),
-      create_eval_dataset=lambda: engine.distribute_dataset(
-          lambda ctx: datasets.create_eval_dataset(config, source, ctx)),
-      eval_steps=datasets.num_eval_steps(_count_eval_examples(source),
-                                         config.train.global_batch_size, engine.num_replicas,
-                                         engine.num_workers,
-                                         balanced=not isinstance(source, sources.FileSource)))
+  data = create_loop_data(config, engine, source, start_position)
   controller = controller_lib.Controller(config, engine, workdir, checkpointer, learning_rate_fn,
                                          start_step, total_steps, data_position, start_position)
   try:

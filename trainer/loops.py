@@ -31,7 +31,6 @@ class LoopData:
   """The inputs of a loop: the distributed training data and a factory for the eval data."""
   train_dataset: object  # infinite distributed dataset, starting at the resume step
   create_eval_dataset: Callable[[], object]  # returns a fresh finite distributed dataset
-  eval_steps: int  # distributed steps that cover the eval split once
 
 
 def create_evaluate(engine, model, data):

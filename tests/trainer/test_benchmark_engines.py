@@ -48,7 +48,7 @@ def _replica_values_after_training(config, engine, source):
   tf_keras.backend.clear_session()
   tf_keras.utils.set_random_seed(config.seed)
   model, optimizer, _ = experiment.create_model_and_optimizer(config, engine, source, 5)
-  data = loops_bench._train_data(config, engine, source)  # pylint: disable=protected-access
+  data = experiment.create_loop_data(config, engine, source)
   loops_lib.custom_loop(config, engine, model, optimizer, data, loops_bench.StopwatchController(5))
   return [[value.numpy() for value in variable.values] for variable in model.trainable_variables]
 

@@ -170,17 +170,6 @@ def make_plan(config, loops, steps, warmup_steps, eager_steps, repeats):
   return Plan(tuple(loops), steps, warmup_steps, eager_steps, repeats)
 
 
-def _train_data(config, engine, source):
-  """The `LoopData` of `experiment.train_and_evaluate`, from step 0 (eval is never run)."""
-  return loops_lib.LoopData(
-      train_dataset=engine.distribute_dataset(
-          lambda ctx: datasets.create_train_dataset(config, source, ctx)),
-      create_eval_dataset=lambda: engine.distribute_dataset(
-          lambda ctx: datasets.create_eval_dataset(config, source, ctx)),
-      eval_steps=datasets.num_eval_steps(source.num_eval_examples, config.train.global_batch_size,
-                                         engine.num_replicas, engine.num_workers))
-
-
 def measure_loop(loop, config, engine, source, plan):
   """Trains a fresh model with `loop` for warm-up + measured steps; returns (images/s, metrics).
 
@@ -203,7 +192,8 @@ def measure_loop(loop, config, engine, source, plan):
                                                               schedule_steps)
   engine.sync_initial_state(model, optimizer)  # As train_and_evaluate does (tf.distribute: no-op).
   clock = StopwatchController(plan.warmup_steps + plan.measured_steps(loop))
-  LOOPS[loop](config, engine, model, optimizer, _train_data(config, engine, source), clock)
+  data = experiment.create_loop_data(config, engine, source)  # From step 0; eval is never run.
+  LOOPS[loop](config, engine, model, optimizer, data, clock)
   rate = clock.images_per_second(plan.warmup_steps, datasets.examples_per_step(config))
   return rate, clock.train_metrics
 
