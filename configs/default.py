@@ -98,10 +98,13 @@ def get_config():
   config.data.interleave_cycle_length = 16
   config.data.train_augment = 'none'
   # tf.data: deterministic element order (reproducible, exact resume), the RAM budget of tf.data's
-  # autotuner in MiB, and a private thread pool size (0: TensorFlow's shared pool).
+  # autotuner in MiB, a private thread pool size (0: TensorFlow's shared pool), and the threads one
+  # op inside the pipeline may use (1: the map already runs examples in parallel, so an op that
+  # splits its work across the intra-op pool only adds hand-offs; 0: TensorFlow's default).
   config.data.deterministic_order = True
   config.data.ram_budget_mb = 4096
   config.data.private_threadpool_size = 0
+  config.data.max_intra_op_parallelism = 1
   # Streamed sources: a record that cannot be read or decoded stops training with an error naming
   # its file (False), or is skipped and counted in summary.json (True; costs one scan at start).
   config.data.skip_corrupt = False

@@ -159,6 +159,9 @@ def validate(config):
     c.fail('data.skip_corrupt', 'must be True or False')
   if not _is_int(config.data.private_threadpool_size) or config.data.private_threadpool_size < 0:
     c.fail('data.private_threadpool_size', 'must be a non-negative integer (0: shared pool)')
+  if not _is_int(config.data.max_intra_op_parallelism) or config.data.max_intra_op_parallelism < 0:
+    c.fail('data.max_intra_op_parallelism',
+           "must be a non-negative integer (0: TensorFlow's default)")
   if config.data.source == 'tfrecord':
     for field in ('train_files', 'eval_files'):
       if not config.data[field]:

@@ -175,3 +175,14 @@ def test_training_on_tfrecords_end_to_end_under_a_global_seed(tiny_config, shard
   tf.random.set_seed(0)
   summary = experiment.train_and_evaluate(config, str(tmp_path / 'run'))
   assert summary['steps'] == 20 and summary['eval_examples'] == 37
+
+
+def test_pipeline_options_follow_the_config(tiny_config):
+  options = streaming.pipeline_options(tiny_config)
+  assert options.threading.max_intra_op_parallelism == 1  # The default: one thread per op.
+  assert options.threading.private_threadpool_size is None
+  tiny_config.data.max_intra_op_parallelism = 0
+  tiny_config.data.private_threadpool_size = 3
+  options = streaming.pipeline_options(tiny_config)
+  assert options.threading.max_intra_op_parallelism is None  # TensorFlow's default.
+  assert options.threading.private_threadpool_size == 3
