@@ -40,6 +40,7 @@ def make_result(engine, replicas, images_per_second, scaling_mode='weak', batch=
       'images_per_second': {'median': images_per_second, 'min': 0.9 * images_per_second,
                             'max': 1.1 * images_per_second, 'runs': [images_per_second]},
       'images_per_second_per_replica': images_per_second / replicas, 'step_ms': step_ms,
+      'variants_images_per_second': {'no_comm': {'median': images_per_second / 0.7}},
       'breakdown': scaling.create_breakdown(step_ms, 0.9 * step_ms, 0.9 * step_ms, 0.7 * step_ms),
       'forward_flops_per_image': 1e6, 'train_flops_per_image': 3e6,
       'achieved_flops_per_second': 3e6 * images_per_second,
@@ -91,6 +92,20 @@ def test_weak_scaling_efficiency_is_per_replica_throughput_ratio():
   assert rows['multi_worker-x2-weak32-custom-00000000']['scaling_efficiency'] == pytest.approx(
       1500 / 2 / 900)
   assert rows['mirrored-x1-weak32-custom-00000000']['scaling_efficiency'] == 1.0
+
+
+def test_no_comm_efficiency_is_the_same_ratio_for_the_step_without_communication():
+  one, two = make_result('horovod', 1, 1000.0), make_result('horovod', 2, 1500.0)
+  one['variants_images_per_second'] = {'no_comm': {'median': 1100.0}}
+  two['variants_images_per_second'] = {'no_comm': {'median': 1980.0}}
+  rows = report.create_rows([one, two])
+  assert rows[1]['scaling_efficiency'] == pytest.approx(1500 / 2 / 1000)
+  assert rows[1]['scaling_efficiency_no_comm'] == pytest.approx(1980 / 2 / 1100)
+  assert rows[0]['scaling_efficiency_no_comm'] == 1.0
+  table = report.create_table(rows).splitlines()
+  header = [cell.strip() for cell in table[0].strip('|').split('|')]
+  cells = [cell.strip() for cell in table[3].strip('|').split('|')]
+  assert cells[header.index('eff.')] == '0.75' and cells[header.index('eff. no comm')] == '0.90'
 
 
 def test_strong_scaling_efficiency_is_speedup_over_replicas():

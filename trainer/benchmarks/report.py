@@ -34,7 +34,8 @@ SPEC_COLUMNS = ('run_id', 'status', 'engine', 'workers', 'processes', 'replicas'
                 'batch_size', 'global_batch_size', 'per_replica_batch_size', 'loop')
 MEASURED_COLUMNS = (
     'images_per_second', 'images_per_second_min', 'images_per_second_max',
-    'images_per_second_per_replica', 'scaling_efficiency', 'efficiency_baseline', 'step_ms',
+    'images_per_second_per_replica', 'scaling_efficiency', 'efficiency_baseline',
+    'no_comm_images_per_second', 'scaling_efficiency_no_comm', 'step_ms',
     'input_ms', 'compute_ms', 'comm_ms', 'input_ms_raw', 'compute_ms_raw', 'comm_ms_raw',
     'comm_measured_with', 'forward_flops_per_image', 'train_flops_per_image',
     'achieved_flops_per_second', 'machine_peak_flops_per_second', 'machine_peak_fraction',
@@ -44,7 +45,8 @@ MEASURED_COLUMNS = (
 # Figures every successful run has (finite numbers); gpu_peak_mb is None without GPUs, the
 # machine's peak None under Slurm, the efficiency None without a 1-replica baseline.
 NUMERIC_COLUMNS = ('images_per_second', 'images_per_second_min', 'images_per_second_max',
-                   'images_per_second_per_replica', 'step_ms', 'input_ms', 'compute_ms', 'comm_ms',
+                   'images_per_second_per_replica', 'no_comm_images_per_second', 'step_ms',
+                   'input_ms', 'compute_ms', 'comm_ms',
                    'input_ms_raw', 'compute_ms_raw', 'comm_ms_raw', 'forward_flops_per_image',
                    'train_flops_per_image', 'achieved_flops_per_second',
                    'allocation_peak_flops_per_second', 'allocation_peak_fraction', 'peak_rss_mb',
@@ -89,6 +91,7 @@ def create_row(result, fields):
       'images_per_second': rates['median'], 'images_per_second_min': rates['min'],
       'images_per_second_max': rates['max'],
       'images_per_second_per_replica': result['images_per_second_per_replica'],
+      'no_comm_images_per_second': result['variants_images_per_second']['no_comm']['median'],
       'step_ms': result['step_ms'],
       **{key: breakdown.get(key) for key in ('input_ms', 'compute_ms', 'comm_ms', 'input_ms_raw',
                                          'compute_ms_raw', 'comm_ms_raw', 'comm_measured_with')},
@@ -107,11 +110,15 @@ def create_row(result, fields):
 
 
 def add_scaling_efficiency(rows, fields):
-  """Sets `scaling_efficiency` and `efficiency_baseline` (run id) of every successful row.
+  """Sets `scaling_efficiency`, `scaling_efficiency_no_comm` and `efficiency_baseline` (run id)
+  of every successful row.
 
   Efficiency = images/s / (replicas / baseline replicas x baseline images/s), the baseline being
   the 1-replica run of the same cell, else the `default` engine's 1-replica run of that cell;
-  None when neither ran.
+  None when neither ran. The no-comm efficiency is the same ratio for the step without gradient
+  communication (the `no_comm` variant of both runs): the efficiency the run would have if
+  communication were free, so 1 - it is what the machine itself loses (cores sharing memory
+  bandwidth and caches, stragglers at each step's synchronization).
   """
   baselines = {}
   for row in rows:
@@ -124,8 +131,10 @@ def add_scaling_efficiency(rows, fields):
             baselines.get(_cell_key(row, fields, engine='default')))
     if base is None:
       continue
-    row['scaling_efficiency'] = row['images_per_second'] / (
-        row['replicas'] / base['replicas'] * base['images_per_second'])
+    scale = row['replicas'] / base['replicas']
+    row['scaling_efficiency'] = row['images_per_second'] / (scale * base['images_per_second'])
+    row['scaling_efficiency_no_comm'] = row['no_comm_images_per_second'] / (
+        scale * base['no_comm_images_per_second'])
     row['efficiency_baseline'] = base['run_id']
   return rows
 
@@ -349,7 +358,8 @@ def _table(header, lines):
 def create_table(rows, fields=()):
   """The Markdown table of the runs (one line each; failed runs show their status)."""
   header = ['run', 'status', 'engine', 'w x r', 'scaling', 'batch/replica', 'global', 'loop',
-            *fields, 'images/s [min-max]', 'eff.', 'step ms', 'input', 'compute', 'comm',
+            *fields, 'images/s [min-max]', 'eff.', 'eff. no comm', 'step ms', 'input', 'compute',
+            'comm',
             'GFLOP/img (train)', 'GFLOP/s', '% machine peak', '% run peak', 'peak RSS MB']
   lines = []
   for r in rows:
@@ -361,6 +371,7 @@ def create_table(rows, fields=()):
         f"`{r['run_id']}`", r['status'], r['engine'], layout, r['scaling'],
         r['per_replica_batch_size'], r['global_batch_size'], r['loop'],
         *[r.get(f) for f in fields], spread, _number(r['scaling_efficiency'], 2),
+        _number(r['scaling_efficiency_no_comm'], 2),
         _number(r['step_ms'], 2), _number(r['input_ms'], 2), _number(r['compute_ms'], 2),
         _number(r['comm_ms'], 2), _number(r['train_flops_per_image'], 4, 1e9),
         _number(r['achieved_flops_per_second'], 1, 1e9),
@@ -433,7 +444,10 @@ def create_markdown(meta, rows, plots=None, predicted=None):
       'the global batch is fixed and divided among the replicas.',
       '- scaling efficiency: images/s / (replicas x images/s of the 1-replica run of the same '
       'grid cell and engine, else of the `default` engine): the per-replica throughput ratio '
-      '(weak) or speedup / N (strong).', '',
+      '(weak) or speedup / N (strong). "eff. no comm" is the same ratio for the step without '
+      'gradient communication: the efficiency if communication were free; what it lacks of 1 is '
+      'lost by the machine itself (shared memory bandwidth and caches, stragglers at each '
+      'step\'s synchronization), what lies between it and "eff." is communication.', '',
       '## Machine', '']
   lines += [f'- {name}: {value}' for name, value in meta.get('machine', {}).items()]
   if peak:
