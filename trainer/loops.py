@@ -97,14 +97,20 @@ def custom_loop(config, engine, model, optimizer, data, controller, nonfinite_co
 
 
 class _ControllerCallback(tf_keras.callbacks.Callback):
-  """Hands each fit 'epoch' (one window of steps_per_loop steps) to the Controller."""
+  """Hands each fit 'epoch' (one window of steps_per_loop steps) to the Controller.
 
-  def __init__(self, engine, controller, evaluate, steps_per_loop):
+  The window's metrics are read from the metric objects, in cross-replica context, as the custom
+  loop reads them (`_results`): global over every replica and worker. Keras's per-step logs are
+  not used: with `distribute_reduction_method='first'` they are one replica's.
+  """
+
+  def __init__(self, engine, controller, evaluate, steps_per_loop, train_metrics):
     super().__init__()
     self.engine = engine
     self.controller = controller
     self.evaluate = evaluate
     self.steps_per_loop = steps_per_loop
+    self.train_metrics = train_metrics
     self.start = None
 
   def on_epoch_begin(self, epoch, logs=None):
@@ -112,9 +118,7 @@ class _ControllerCallback(tf_keras.callbacks.Callback):
 
   def on_epoch_end(self, epoch, logs=None):
     seconds = time.perf_counter() - self.start
-    window = self.engine.aggregate_metrics(
-        {'train_loss': float(logs['loss']), 'train_accuracy': float(logs['accuracy']),
-         'train_examples': float(logs['examples'])}, count_key='train_examples')
+    window = _results(self.engine, self.train_metrics(), 'train')
     self.controller.end_of_loop((epoch + 1) * self.steps_per_loop, window, seconds, self.evaluate)
 
 
@@ -134,6 +138,7 @@ class ConvoyStepModel(tf_keras.Model):
     self.train_loss = train_metrics['train_loss']
     self.train_accuracy = train_metrics['train_accuracy']
     self.train_examples = train_metrics['train_examples']
+    self.train_metrics = train_metrics
     self.step_fn = steps.create_train_step(config, model, optimizer, engine, train_metrics,
                                            nonfinite_counter)
 
@@ -144,6 +149,18 @@ class ConvoyStepModel(tf_keras.Model):
     self.step_fn(data)
     return {'loss': self.train_loss.result(), 'accuracy': self.train_accuracy.result(),
             'examples': self.train_examples.result()}
+
+
+def _fit_train_metrics(model):
+  """The metrics of a compiled model's training window, keyed like `steps.create_metrics('train')`.
+
+  Keras creates its compiled metrics at the first step, so this is called at the end of a window.
+  """
+  if isinstance(model, ConvoyStepModel):
+    return model.train_metrics
+  by_name = {metric.name: metric for metric in model.metrics}
+  return {'train_loss': by_name['loss'], 'train_accuracy': by_name['accuracy'],
+          'train_examples': by_name['examples']}
 
 
 def needs_convoy_step(config):
@@ -177,8 +194,14 @@ def fit_loop(config, engine, model, optimizer, data, controller, nonfinite_count
         steps_per_execution=steps_per_loop,
         jit_compile=False)
 
+    # Keras's default ('auto') sums every step's logs over the workers of a
+    # MultiWorkerMirroredStrategy: one more collective per step, for logs Convoy does not read
+    # (the callback reads the metrics themselves).
+    model.distribute_reduction_method = 'first'
+
   evaluate = create_evaluate(engine, model, data)
-  callback = _ControllerCallback(engine, controller, evaluate, steps_per_loop)
+  callback = _ControllerCallback(engine, controller, evaluate, steps_per_loop,
+                                 functools.partial(_fit_train_metrics, model))
   model.fit(data.train_dataset, epochs=controller.total_steps // steps_per_loop,
             initial_epoch=controller.step // steps_per_loop, steps_per_epoch=steps_per_loop,
             callbacks=engine.fit_callbacks() + [callback], verbose=0)
