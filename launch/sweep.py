@@ -981,6 +981,11 @@ def load_predicted(path, max_workers):
                      f'(python -m trainer.benchmarks.scaling_model --json_out=PATH): {e}') from e
 
 
+def _rows_and_fields(results):
+  rows = report_lib.create_rows(results)
+  return rows, report_lib.row_fields(rows)
+
+
 def write_report(out_dir, results, meta, predicted=None):
   """Writes the report files (`report.create_report`); `predicted` rows are drawn beside the
   measured points (e.g. from `trainer.benchmarks.scaling_model.predict_curve`)."""
@@ -1040,6 +1045,7 @@ def run_sweep(plan, runs, out_dir, meta, options, predicted=None, out=None):
   if meta.get('mode') == 'local':
     meta = dict(meta, machine_peak=read_json(os.path.join(out_dir, 'machine.json')))
   paths = write_report(out_dir, results, meta, predicted)
+  print(report_lib.create_text_table(*_rows_and_fields(results)), file=out, flush=True)
   failed = [r for r in results if r.get('status') == 'failed']
   missing = [r for r in results if r.get('status') == 'missing']
   print(f"[sweep] {len(results) - len(failed) - len(missing)} ok, {len(failed)} failed, "

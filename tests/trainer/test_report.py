@@ -310,3 +310,14 @@ def test_peak_matmul_gives_a_positive_rate():
 def test_memory_is_this_process_peak_rss():
   memory = scaling.measure_memory()
   assert memory['max_rss_mb'] > 50 and memory['gpu_peak_mb'] is None
+
+
+def test_text_table_has_one_aligned_line_per_run_and_marks_failed_runs():
+  results = sample_results() + [failed('horovod', 2)]
+  rows = report.create_rows(results)
+  lines = report.create_text_table(rows, report.row_fields(rows)).splitlines()
+  assert lines[0].split()[:4] == ['engine', 'w', 'x', 'r']
+  assert len(lines) == 1 + len(results)
+  two = next(line for line in lines if line.startswith('mirrored') and '1 x 2' in line)
+  assert '1800 [1620-1980]' in two and ' 0.90 ' in two
+  assert lines[-1].split()[-1] == 'failed'

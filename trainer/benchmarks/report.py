@@ -381,6 +381,33 @@ def create_table(rows, fields=()):
   return '\n'.join(_table(header, lines))
 
 
+def create_text_table(rows, fields=()):
+  """A compact plain-text table of the runs for the terminal: layout, images/s, efficiencies and
+  the step-time breakdown (ms); report.md and results.csv have every column."""
+  header = ['engine', 'w x r', 'batch', 'loop', *fields, 'images/s [min-max]', 'eff.',
+            'no comm', 'step ms', 'input', 'compute', 'comm']
+  lines = []
+  for r in rows:
+    layout = (f"{r['processes']} x {r['replicas'] // r['processes']}"
+              if r.get('processes') and r.get('replicas') else '-')
+    if r['status'] != 'ok':
+      lines.append([r['engine'], layout, r['per_replica_batch_size'], r['loop'],
+                    *[r.get(f) for f in fields], r['status']] + [''] * 6)
+      continue
+    lines.append([
+        r['engine'], layout, r['per_replica_batch_size'], r['loop'], *[r.get(f) for f in fields],
+        f"{_number(r['images_per_second'])} [{_number(r['images_per_second_min'])}-"
+        f"{_number(r['images_per_second_max'])}]", _number(r['scaling_efficiency'], 2),
+        _number(r['scaling_efficiency_no_comm'], 2), _number(r['step_ms'], 2),
+        _number(r['input_ms'], 2), _number(r['compute_ms'], 2), _number(r['comm_ms'], 2)])
+  cells = [[str(c) for c in line] for line in [header] + lines]
+  widths = [max(len(line[i]) for line in cells) for i in range(len(header))]
+  text_columns = 4 + len(fields)  # Left-aligned; the figures are right-aligned.
+  return '\n'.join('  '.join(c.ljust(w) if i < text_columns else c.rjust(w)
+                              for i, (c, w) in enumerate(zip(line, widths))).rstrip()
+                    for line in cells)
+
+
 def _predicted_table(predicted):
   lines = [[_predicted_label(p), p['workers'], _number(p.get('images_per_second')),
             _number(p.get('efficiency'), 2)] for p in predicted]
