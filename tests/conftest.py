@@ -110,6 +110,38 @@ def run_cli(*args, timeout=600, env=None):
 
 
 @pytest.fixture(scope='session')
+def tiny_run(tmp_path_factory):
+  """Workdir of `make_tiny_config()` trained in this process (20 steps, custom loop, 2 mirrored
+  replicas): the reference many tests compare with. Trained once per session; only read after."""
+  from trainer import experiment  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path_factory.mktemp('tiny_run'))
+  experiment.train_and_evaluate(make_tiny_config(), workdir)
+  return workdir
+
+
+@pytest.fixture(scope='session')
+def local_tiny_run(tmp_path_factory):
+  """`local_tiny_run(engine)`: the tiny run (custom loop) of `configs/{engine}.py` on 2 local workers
+  through `launch.local`; returns (workdir, CompletedProcess).
+
+  Launched at most once per engine and session, then shared by the tests that check or compare
+  with it (the workdir is only read, never written, after the run).
+  """
+  runs = {}
+
+  def get(engine):
+    if engine not in runs:
+      workdir = tmp_path_factory.mktemp(f'local_{engine}') / 'run'
+      runs[engine] = workdir, run_launcher(engine, 2, f'--config=configs/{engine}.py',
+                                           f'--workdir={workdir}', *TINY_ARGS,
+                                           '--config.loop=custom')
+    workdir, result = runs[engine]
+    assert result.returncode == 0, result.stderr[-4000:]
+    return workdir, result
+  return get
+
+
+@pytest.fixture(scope='session')
 def helpers():
   """Test helpers as a namespace (conftest is not importable under --import-mode=importlib)."""
   class Helpers:

@@ -82,7 +82,8 @@ def wait_until_done(job_id, output, timeout=600):
 
 
 @pytest.mark.parametrize('engine', ['multi_worker', 'horovod'])
-def test_two_task_job_trains_like_the_local_launcher(engine, slurm_cluster_up, tmp_path, helpers):
+def test_two_task_job_trains_like_the_local_launcher(engine, slurm_cluster_up, tmp_path, helpers,
+                                                    local_tiny_run):
   del slurm_cluster_up
   # A workdir with a space and shell syntax: it must reach the trainer literally.
   workdir, output = tmp_path / 'slurm run $(touch pwned);x', tmp_path / 'job-%j.out'
@@ -102,10 +103,8 @@ def test_two_task_job_trains_like_the_local_launcher(engine, slurm_cluster_up, t
   assert summary['workdir'] == str(workdir)
   assert not os.path.exists(os.path.join(REPO, 'pwned')) and not (tmp_path / 'pwned').exists()
 
-  local = tmp_path / 'local'
-  result = helpers.run_launcher(engine, 2, f'--config=configs/{engine}.py', f'--workdir={local}',
-                                *helpers.tiny_args)
-  assert result.returncode == 0, result.stderr[-4000:]
+  # The same arguments through launch.local (run once per session, shared with tests/trainer).
+  local, _ = local_tiny_run(engine)
   helpers.assert_same_weights(helpers.checkpoint_weights(str(workdir)),
                               helpers.checkpoint_weights(str(local)))
 
@@ -187,8 +186,9 @@ def test_cluster_cli_status_reports_the_idle_node(slurm_cluster_up):
   assert 'already running' in started_again.stdout
 
 
-PREEMPTIBLE_RUN = ('--config.train.num_train_steps=600', '--config.train.log_every_steps=5',
-                   '--config.train.eval_every_steps=300', '--config.train.checkpoint_every_steps=300')
+# Long enough that the warning (sent once step 20 is logged) always comes well before the end.
+PREEMPTIBLE_RUN = ('--config.train.num_train_steps=200', '--config.train.log_every_steps=5',
+                   '--config.train.eval_every_steps=200', '--config.train.checkpoint_every_steps=200')
 
 
 @pytest.mark.parametrize('engine', ['multi_worker', 'horovod'])
@@ -203,15 +203,15 @@ def test_trainer_checkpoints_at_the_warning_and_resumes_after_requeue(engine, sl
       engine=engine, tasks_per_node=2, time='00:10:00', warning_seconds=60,
       job_name=f'convoy-test-preempt-{engine}', output=output)
   job_id = slurm.submit(spec)
-  wait_for(job_id, lambda i: 'step 20/600' in read(output) or i.get('JobState') in FINAL_STATES,
+  wait_for(job_id, lambda i: 'step 20/200' in read(output) or i.get('JobState') in FINAL_STATES,
            300, output)
   subprocess.run(['scancel', '--signal=USR1', '--batch', job_id], check=True, timeout=30)
   start_requeued_job_now(job_id, output, slurm_cluster_up)
   log = wait_until_done(job_id, output)
   assert 'time-limit warning (SIGUSR1)' in log and 'SIGTERM received' in log
   stopped = int(log.split('preempted: stopped at step ')[1].split()[0])
-  assert 20 <= stopped < 600 and stopped % 5 == 0
+  assert 20 <= stopped < 200 and stopped % 5 == 0
   assert f'requeueing job {job_id} (step exit code 75)' in log
   assert f'convoy: job {job_id} (restart 1)' in log and 'Resumed from' in log
   summary = json.loads((workdir / 'summary.json').read_text())
-  assert (summary['start_step'], summary['steps'], summary['num_workers']) == (stopped, 600, 2)
+  assert (summary['start_step'], summary['steps'], summary['num_workers']) == (stopped, 200, 2)

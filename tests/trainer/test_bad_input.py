@@ -10,11 +10,14 @@ SHORT = ('--config.train.num_train_steps=10',)
 
 @pytest.fixture(scope='module')
 def trained_workdir(tmp_path_factory, helpers):
-  """A workdir with checkpoints at steps 5 and 10 (steps_per_loop 5, checkpoint every 5)."""
+  """A workdir with checkpoints at steps 5 and 10 (steps_per_loop 5, checkpoint every 5): the
+  command line's tiny run with those flags, trained in this process."""
+  from trainer import experiment  # pylint: disable=g-import-not-at-top
   workdir = tmp_path_factory.mktemp('trained')
-  result = helpers.run_cli(f'--workdir={workdir}', *helpers.tiny_args, *SHORT,
-                           '--config.train.checkpoint_every_steps=5')
-  assert result.returncode == 0, result.stderr[-3000:]
+  config = helpers.make_tiny_config()
+  config.train.num_train_steps = 10
+  config.train.checkpoint_every_steps = 5
+  experiment.train_and_evaluate(config, str(workdir))
   return workdir
 
 

@@ -84,11 +84,10 @@ def test_budget_off_leaves_tensorflow_defaults():
 
 
 @pytest.mark.slow
-def test_two_local_workers_each_apply_half_the_machine(tmp_path, helpers):
-  result = helpers.run_launcher('multi_worker', 2, f'--workdir={tmp_path}', *helpers.tiny_args,
-                                '--config.train.num_train_steps=10')
-  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-  with open(tmp_path / 'summary.json') as f:
+def test_two_local_workers_each_apply_half_the_machine(local_tiny_run):
+  # The session's tiny run of 2 multi_worker workers through launch.local (shared, only read).
+  workdir, result = local_tiny_run('multi_worker')
+  with open(workdir / 'summary.json') as f:
     budget = json.load(f)['cpu_budget']
   share = max(1, len(os.sched_getaffinity(0)) // 2)
   assert budget['applied'] and budget['limits']['local_processes'] == 2

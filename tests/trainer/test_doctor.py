@@ -226,16 +226,25 @@ def test_tfrecord_glob_matching_nothing_exits_4_naming_the_field(tmp_path):
                f'--config.data.eval_files={tmp_path}/eval-*', '--config.data.num_classes=10',
                '--config.data.image_size=32')
   assert result.returncode == 4, result.stdout + result.stderr[-3000:]
+  # Overrides alone apply to (and the report names) the trainer's default config file.
+  assert '\nConfig configs/default.py\n' in result.stdout
   assert f"data: data.train_files='{tmp_path}/train-*' matches no file" in result.stdout
   assert 'exit code 4' in result.stdout and 'Traceback' not in result.stderr
 
 
+def report_for(json_report, config):
+  """The doctor's report for `config` (as for `--config.FIELD=...` alone) from the facts of this
+  machine that `json_report` probed; its `exit_code` is the command's exit code."""
+  facts = {k: v for k, v in json_report.items() if k not in ('engines', 'launch', 'config',
+                                                             'exit_code')}
+  return doctor.build_report(facts, config, 'configs/default.py')
+
+
 @pytest.mark.skipif(HAS_GPU, reason='needs a machine without GPUs')
-def test_more_gpu_replicas_than_gpus_exits_3():
-  result = run('trainer.doctor', '--json', '--config.engine.device=gpu',
-               '--config.engine.num_replicas=4')
-  assert result.returncode == 3, result.stdout + result.stderr[-3000:]
-  config = json.loads(result.stdout)['config']
+def test_more_gpu_replicas_than_gpus_exits_3(json_report):
+  report = report_for(json_report, config_with(engine__device='gpu', engine__num_replicas=4))
+  assert report['exit_code'] == 3
+  config = report['config']
   assert not config['ready'] and config['exit_code'] == 3 and config['file'] == 'configs/default.py'
   (problem,) = config['problems']
   assert problem['reason'] == ("engine.device='gpu' with engine.num_replicas=4 but TensorFlow sees "
@@ -243,10 +252,11 @@ def test_more_gpu_replicas_than_gpus_exits_3():
   assert '--config.engine.device=cpu' in problem['fix']
 
 
-def test_replicas_the_engine_does_not_allow_exit_2():
-  result = run('trainer.doctor', '--config.engine.name=default', '--config.engine.num_replicas=4')
-  assert result.returncode == 2, result.stdout + result.stderr[-3000:]
-  assert "engine.num_replicas=4: must be 1 with engine.name='default'" in result.stdout
+def test_replicas_the_engine_does_not_allow_exit_2(json_report):
+  report = report_for(json_report, config_with(engine__name='default', engine__num_replicas=4))
+  assert report['exit_code'] == 2
+  assert "engine.num_replicas=4: must be 1 with engine.name='default'" in doctor.format_report(
+      report)
 
 
 def test_require_ready_raises_the_trainers_exceptions(tmp_path):

@@ -9,17 +9,13 @@ import time
 import pytest
 import tensorflow as tf
 
-from trainer import experiment
-
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope='module')
-def mirrored_workdir(tmp_path_factory, helpers):
-  """The tiny deterministic run on mirrored x2 (custom loop), trained in this process."""
-  workdir = str(tmp_path_factory.mktemp('mirrored'))
-  experiment.train_and_evaluate(helpers.make_tiny_config(), workdir)
-  return workdir
+def mirrored_workdir(tiny_run):
+  """The tiny deterministic run on mirrored x2 (custom loop), trained in this process (shared)."""
+  return tiny_run
 
 
 def _launch(helpers, engine, workdir, *extra):
@@ -31,17 +27,20 @@ def _launch(helpers, engine, workdir, *extra):
 
 @pytest.mark.parametrize('engine', ['multi_worker', 'horovod'])
 @pytest.mark.parametrize('loop', ['custom', 'fit'])
-def test_two_workers_match_mirrored_two_replicas(engine, loop, mirrored_workdir, tmp_path, helpers):
-  workdir = tmp_path / 'run'
-  _launch(helpers, engine, workdir, f'--config.loop={loop}')
+def test_two_workers_match_mirrored_two_replicas(engine, loop, mirrored_workdir, tmp_path, helpers,
+                                                 local_tiny_run):
+  if loop == 'custom':  # The session's shared run of this very command (tests/launch compares too).
+    workdir, _ = local_tiny_run(engine)
+  else:
+    workdir = tmp_path / 'run'
+    _launch(helpers, engine, workdir, f'--config.loop={loop}')
   helpers.assert_same_weights(helpers.checkpoint_weights(str(workdir)),
                               helpers.checkpoint_weights(mirrored_workdir))
   helpers.assert_one_tiny_run(workdir, engine, 2)
 
 
-def test_horovod_resume_continues_with_identical_state(mirrored_workdir, tmp_path, helpers):
-  straight = tmp_path / 'straight'
-  _launch(helpers, 'horovod', straight)
+def test_horovod_resume_continues_with_identical_state(tmp_path, helpers, local_tiny_run):
+  straight, _ = local_tiny_run('horovod')  # 20 straight steps on 2 ranks (shared, only read here).
   resumed = tmp_path / 'resumed'
   os.makedirs(resumed / 'checkpoints')
   for name in os.listdir(straight / 'checkpoints'):

@@ -10,10 +10,10 @@ def _train(config, workdir):
 
 
 @pytest.fixture
-def reference_weights(tiny_config, tmp_path, helpers):
-  """Weights after 20 steps: custom loop, 2 mirrored replicas (the default engine)."""
-  _train(tiny_config, tmp_path / 'reference')
-  return helpers.checkpoint_weights(str(tmp_path / 'reference'))
+def reference_weights(tiny_run, helpers):
+  """Weights after 20 steps: custom loop, 2 mirrored replicas (the default engine); the session's
+  shared tiny run."""
+  return helpers.checkpoint_weights(tiny_run)
 
 
 def test_fit_and_custom_loops_end_with_same_weights(tiny_config, reference_weights, tmp_path,

@@ -31,11 +31,10 @@ def _set_engine(config, engine):
 
 
 @pytest.fixture(scope='module')
-def big_batch_weights(tmp_path_factory, helpers):
-  """Weights after 20 steps of 64 examples, no accumulation (custom loop, 2 mirrored replicas)."""
-  workdir = tmp_path_factory.mktemp('big_batch')
-  _train(helpers.make_tiny_config(), workdir)
-  return helpers.checkpoint_weights(str(workdir))
+def big_batch_weights(tiny_run, helpers):
+  """Weights after 20 steps of 64 examples, no accumulation (custom loop, 2 mirrored replicas): the
+  session's shared tiny run."""
+  return helpers.checkpoint_weights(tiny_run)
 
 
 @pytest.mark.parametrize('engine', ['default', 'mirrored'])
@@ -162,32 +161,50 @@ def _poison_one_training_example(monkeypatch, config):
   return sorted({int(p) // batch for p in positions[ids == poisoned]})
 
 
+def _skip_config(helpers, engine, loop):
+  config = helpers.make_tiny_config()
+  config.train.nonfinite = 'skip'
+  config.loop = loop
+  _set_engine(config, engine)
+  return config
+
+
+@pytest.fixture(scope='module')
+def skipped_on_one_device(tmp_path_factory, helpers):
+  """(workdir, summary, bad steps) of the poisoned run in skip mode on one device, custom loop: the
+  reference the replicated runs must match (trained once for the module)."""
+  config = _skip_config(helpers, 'default', 'custom')
+  workdir = tmp_path_factory.mktemp('skip_reference')
+  with pytest.MonkeyPatch.context() as monkeypatch:
+    bad_steps = _poison_one_training_example(monkeypatch, config)
+    summary = _train(config, workdir)
+  return workdir, summary, bad_steps
+
+
 @pytest.mark.parametrize('engine, loop', [('default', 'custom'), ('mirrored', 'custom'),
                                           ('mirrored', 'fit')])
 def test_skip_mode_skips_every_step_that_sees_a_nan_on_every_replica(
-    tiny_config, tmp_path, helpers, monkeypatch, engine, loop):
-  tiny_config.train.nonfinite = 'skip'
-  bad_steps = _poison_one_training_example(monkeypatch, tiny_config)
-  assert 1 in bad_steps
-  reference = tmp_path / 'reference'
-  if not (engine, loop) == ('default', 'custom'):
-    _set_engine(tiny_config, 'default')
-    tiny_config.loop = 'custom'
-    _train(tiny_config, reference)
-  tiny_config.loop = loop
-  _set_engine(tiny_config, engine)
-  summary = _train(tiny_config, tmp_path / 'run')
+    skipped_on_one_device, tmp_path, helpers, monkeypatch, engine, loop):
+  reference, reference_summary, reference_bad_steps = skipped_on_one_device
+  config = _skip_config(helpers, engine, loop)
+  bad_steps = _poison_one_training_example(monkeypatch, config)
+  assert 1 in bad_steps and bad_steps == reference_bad_steps
+  if (engine, loop) == ('default', 'custom'):  # The reference run itself is this case's run.
+    run, summary = reference, reference_summary
+  else:
+    run = tmp_path / 'run'
+    summary = _train(config, run)
   assert summary['nonfinite_steps_skipped'] == len(bad_steps)
   assert np.isfinite(summary['train_loss']) and np.isfinite(summary['eval_loss'])
-  with open(tmp_path / 'run' / 'summary.json') as f:
+  with open(run / 'summary.json') as f:
     assert json.load(f)['nonfinite_steps_skipped'] == len(bad_steps)
-  weights = helpers.checkpoint_weights(str(tmp_path / 'run'))
+  weights = helpers.checkpoint_weights(str(run))
   assert all(np.isfinite(w).all() for w in weights.values())
-  if reference.exists():
+  if run != reference:
     # The bad example sits in one replica's slice (step 1); the skip must still be global, or the
     # mirrored run would differ from the single-device one by a whole half-batch update. Compared
     # at step 10: later, max-pool ties met on the way can amplify round-off past 1e-5.
-    helpers.assert_same_weights(helpers.checkpoint_weights(str(tmp_path / 'run'), 10),
+    helpers.assert_same_weights(helpers.checkpoint_weights(str(run), 10),
                                 helpers.checkpoint_weights(str(reference), 10), norm_rtol=1e-5)
 
 

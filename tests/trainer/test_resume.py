@@ -22,11 +22,14 @@ def _keep_only_checkpoint(source_workdir, target_workdir, step):
 
 @pytest.mark.parametrize('first_loop,second_loop', [('custom', 'custom'), ('fit', 'fit'),
                                                      ('custom', 'fit')])
-def test_resume_from_half_way_matches_uninterrupted_run(tiny_config, tmp_path, helpers,
+def test_resume_from_half_way_matches_uninterrupted_run(tiny_config, tmp_path, helpers, tiny_run,
                                                         first_loop, second_loop):
   tiny_config.loop = first_loop
-  straight = str(tmp_path / 'straight')
-  experiment.train_and_evaluate(tiny_config, straight)
+  if first_loop == 'custom':  # The tiny config as it is: the session's shared run (only read).
+    straight = tiny_run
+  else:
+    straight = str(tmp_path / 'straight')
+    experiment.train_and_evaluate(tiny_config, straight)
   resumed = str(tmp_path / 'resumed')
   _keep_only_checkpoint(straight, resumed, 10)
 

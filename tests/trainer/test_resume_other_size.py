@@ -16,9 +16,12 @@ PER_REPLICA = 32
 
 
 def _check_resumed(first, second, base_learning_rate):
-  """Asserts `second` (a summary) resumed `first` exactly where it stopped, at its own batch."""
-  assert second['start_step'] == first['steps'] == 10 and second['steps'] == 20
-  assert second['data_position_start'] == first['data_position'] == 10 * first['examples_per_step']
+  """Asserts `second` (a summary) resumed `first` exactly where it stopped, at its own batch; each
+  run trained 10 steps."""
+  assert first['steps'] == first['start_step'] + 10
+  assert first['data_position'] == first['data_position_start'] + 10 * first['examples_per_step']
+  assert second['start_step'] == first['steps'] and second['steps'] == first['steps'] + 10
+  assert second['data_position_start'] == first['data_position']
   assert second['data_position'] == (second['data_position_start'] +
                                      10 * second['examples_per_step'])
   assert second['peak_learning_rate'] == pytest.approx(
@@ -33,6 +36,7 @@ def test_mirrored_checkpoint_resumes_on_one_device_with_half_the_batch(tiny_conf
   tiny_config.train.num_train_steps = 20
   tiny_config.train.global_batch_size = PER_REPLICA
   second = experiment.train_and_evaluate(tiny_config, str(tmp_path))
+  assert (first['start_step'], first['data_position_start']) == (0, 0)
   _check_resumed(first, second, tiny_config.train.base_learning_rate)
 
 
@@ -49,20 +53,43 @@ def _summary(workdir):
     return json.load(f)
 
 
+@pytest.fixture(scope='module')
+def resumed_chain(tmp_path_factory, helpers):
+  """`resumed_chain(engine)`: summaries of one workdir trained 10 steps on 2 workers, then resumed
+  for 10 steps on 1 worker, then for 10 more on 2 workers; by worker count before and after."""
+  chains = {}
+
+  def get(engine):
+    if engine not in chains:
+      workdir = tmp_path_factory.mktemp(f'chain_{engine}') / 'run'
+      summaries = []
+      for workers, steps in ((2, 10), (1, 20), (2, 30)):
+        # Weak scaling: each worker keeps its batch of 32, so the global batch changes with the
+        # workers.
+        result = helpers.run_launcher(
+            engine, workers, f'--workdir={workdir}', *helpers.tiny_args,
+            f'--config.train.num_train_steps={steps}',
+            f'--config.train.global_batch_size={PER_REPLICA * workers}')
+        summaries.append((result, _summary(workdir) if result.returncode == 0 else None))
+        if result.returncode != 0:
+          break
+      chains[engine] = summaries
+    return chains[engine]
+  return get
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize('engine', ['multi_worker', 'horovod'])
 @pytest.mark.parametrize('before, after', [(2, 1), (1, 2)])
-def test_checkpoint_of_n_workers_resumes_on_m_workers(tmp_path, helpers, engine, before, after):
-  # Weak scaling: each worker keeps its batch of 32, so the global batch changes with the workers.
-  workdir = tmp_path / 'run'
-  for workers, steps in ((before, 10), (after, 20)):
-    result = helpers.run_launcher(
-        engine, workers, f'--workdir={workdir}', *helpers.tiny_args,
-        f'--config.train.num_train_steps={steps}',
-        f'--config.train.global_batch_size={PER_REPLICA * workers}')
+def test_checkpoint_of_n_workers_resumes_on_m_workers(resumed_chain, helpers, engine, before,
+                                                      after):
+  # One chain 2 -> 1 -> 2 workers serves both cases: the run on `before` workers, then its resume.
+  runs = resumed_chain(engine)
+  index = 1 if (before, after) == (2, 1) else 2
+  for result, _ in runs[:index + 1]:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    if steps == 10:
-      first = _summary(workdir)
-  second = _summary(workdir)
+  first, second = runs[index - 1][1], runs[index][1]
   assert (first['num_workers'], second['num_workers']) == (before, after)
+  if index == 1:
+    assert (first['start_step'], first['data_position_start']) == (0, 0)
   _check_resumed(first, second, helpers.make_tiny_config().train.base_learning_rate)

@@ -13,10 +13,19 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-ARGS = ('--config.train.num_train_steps=400', '--config.train.steps_per_loop=5',
-        '--config.train.log_every_steps=5', '--config.train.eval_every_steps=400',
-        '--config.train.checkpoint_every_steps=5', '--config.train.warmup_steps=5',
-        '--config.train.export=False', '--config.train.max_checkpoints_to_keep=2')
+
+def _args(steps):
+  """A run of `steps` steps that checkpoints every 5 steps (evaluated once, at the end)."""
+  return (f'--config.train.num_train_steps={steps}', '--config.train.steps_per_loop=5',
+          '--config.train.log_every_steps=5', '--config.train.eval_every_steps=400',
+          '--config.train.checkpoint_every_steps=5', '--config.train.warmup_steps=5',
+          '--config.train.export=False', '--config.train.max_checkpoints_to_keep=2')
+
+
+ARGS = _args(400)
+# The 2-process jobs are killed right after their first checkpoint (step 5): 100 steps leave them
+# ample time to still be training then, and keep the relaunch (the same command) short.
+JOB_ARGS = _args(100)
 
 
 def _wait_for(path, text, timeout=180):
@@ -43,10 +52,12 @@ def test_kill_9_at_random_moments_always_resumes_from_a_complete_checkpoint(tmp_
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     latest = tf.train.latest_checkpoint(str(workdir / 'checkpoints'))
     assert latest and tf.train.load_checkpoint(latest)  # The index names a complete checkpoint.
-  result = helpers.run_cli(f'--workdir={workdir}', *ARGS, '--config.train.num_train_steps=400')
+  # Resume from it and train on for two more windows (the length past it checks nothing more).
+  last_step = int(latest.rsplit('-', 1)[1])
+  result = helpers.run_cli(f'--workdir={workdir}', *_args(last_step + 10))
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'Resumed from' in result.stderr
-  assert json.loads((workdir / 'summary.json').read_text())['steps'] == 400
+  assert json.loads((workdir / 'summary.json').read_text())['steps'] == last_step + 10
 
 
 def _worker_env(ports, index):
@@ -58,8 +69,10 @@ def _worker_env(ports, index):
 def test_killed_multi_worker_peer_stops_survivor_naming_it_and_relaunch_resumes(tmp_path, helpers):
   from launch import local  # pylint: disable=g-import-not-at-top
   workdir = tmp_path / 'run'
-  args = ['--config=configs/multi_worker.py', f'--workdir={workdir}', *ARGS,
-          '--config.engine.collective_timeout_seconds=30', '--config.engine.peer_timeout_seconds=30']
+  args = ['--config=configs/multi_worker.py', f'--workdir={workdir}', *JOB_ARGS,
+          # The survivor notices either at once (connection reset) or when the dead peer's
+          # heartbeat or a collective times out: short timeouts keep that wait short.
+          '--config.engine.collective_timeout_seconds=15', '--config.engine.peer_timeout_seconds=15']
   ports = local.free_ports(2)
   logs = [tmp_path / f'worker{i}.log' for i in range(2)]
   processes = [subprocess.Popen([sys.executable, '-m', 'trainer.train', *args], cwd=helpers.repo,
@@ -78,12 +91,12 @@ def test_killed_multi_worker_peer_stops_survivor_naming_it_and_relaunch_resumes(
   result = helpers.run_launcher('multi_worker', 2, *args)
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'Resumed from' in result.stderr
-  assert json.loads((workdir / 'summary.json').read_text())['steps'] == 400
+  assert json.loads((workdir / 'summary.json').read_text())['steps'] == 100
 
 
 def test_killed_horovod_rank_stops_the_job_and_relaunch_resumes(tmp_path, helpers):
   workdir = tmp_path / 'run'
-  args = ['--config=configs/horovod.py', f'--workdir={workdir}', *ARGS]
+  args = ['--config=configs/horovod.py', f'--workdir={workdir}', *JOB_ARGS]
   log = tmp_path / 'job.log'
   with open(log, 'w') as out:
     job = subprocess.Popen([sys.executable, '-m', 'launch.local', '--engine=horovod',
@@ -103,4 +116,4 @@ def test_killed_horovod_rank_stops_the_job_and_relaunch_resumes(tmp_path, helper
   assert 'exit with status code' in log.read_text() or 'exited with code' in log.read_text()
   result = helpers.run_launcher('horovod', 2, *args)
   assert result.returncode == 0, result.stderr[-3000:]
-  assert json.loads((workdir / 'summary.json').read_text())['steps'] == 400
+  assert json.loads((workdir / 'summary.json').read_text())['steps'] == 100
