@@ -6,6 +6,9 @@ STAMP := $(VENV)/.convoy-installed
 WORKDIR ?= workdirs/default
 CONFIG ?= configs/default.py
 PYTEST_ARGS ?=
+# Parallel pytest workers for `make test` (whole test files per worker, so module fixtures and
+# the local Slurm cluster stay in one process); TEST_JOBS=0 runs everything in one process.
+TEST_JOBS ?= 2
 
 .PHONY: setup train test clean-workdirs
 
@@ -33,7 +36,7 @@ train: $(STAMP)
 	$(PY) -m trainer.train --config=$(CONFIG) --workdir=$(WORKDIR)
 
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS)
 
 clean-workdirs:
 	rm -rf workdirs

@@ -30,7 +30,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=['trainer*', 'input_pipeline*', 'launch*', 'configs*']),
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        'test': ['pytest>=8'],
+        'test': ['pytest>=8', 'pytest-xdist>=3.6,<4'],
         # Horovod must be built against the installed TensorFlow without build isolation; `make
         # setup` does it (see README). Listed here for `pip install convoy[horovod]` users.
         'horovod': ['horovod==0.28.1'],
