@@ -117,3 +117,35 @@ def test_killed_horovod_rank_stops_the_job_and_relaunch_resumes(tmp_path, helper
   result = helpers.run_launcher('horovod', 2, *args)
   assert result.returncode == 0, result.stderr[-3000:]
   assert json.loads((workdir / 'summary.json').read_text())['steps'] == 100
+
+
+_TIMED_OUT_PEER = r'''
+import os, sys, time
+import tensorflow as tf
+from configs import multi_worker
+from trainer import engines
+config = multi_worker.get_config()
+config.engine.collective_timeout_seconds = 5
+engine = engines.create_engine(config.engine)
+engine.barrier()
+if engine.worker_index == 1:
+  os._exit(0)  # Gone without a word, as after kill -9.
+time.sleep(2)
+try:
+  engine.barrier()
+except tf.errors.OpError as error:
+  # The timed-out collective's text, stripped of task names: as when it names nobody.
+  bare = type(error)(None, None, 'Collective has timed out waiting for other workers.')
+  print('TRANSLATED:', engine.translate_error(bare))
+'''
+
+
+def test_a_timed_out_collective_that_names_nobody_still_names_the_dead_worker(tmp_path, helpers):
+  from launch import local  # pylint: disable=g-import-not-at-top
+  ports = local.free_ports(2)
+  processes = [subprocess.Popen([sys.executable, '-c', _TIMED_OUT_PEER], cwd=helpers.repo,
+                                env=_worker_env(ports, i), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True) for i in range(2)]
+  output = processes[0].communicate(timeout=180)[0]
+  processes[1].wait(timeout=60)
+  assert f'TRANSLATED: worker 0: lost worker 1 (localhost:{ports[1]})' in output, output[-3000:]

@@ -9,6 +9,7 @@ import time
 
 from absl import logging
 import tensorflow as tf
+from tensorflow.python.eager import context  # Peer health probe: no public API.
 
 from trainer.engines import base
 from trainer.engines import cluster
@@ -158,6 +159,8 @@ class MultiWorkerEngine(StrategyEngine):
       return None
     workers = self.tf_config['cluster']['worker']
     lost = sorted({int(i) for i in re.findall(r'task:(\d+)', error.message)} - {self.worker_index})
+    if not lost:  # A timed-out collective names nobody: ask each peer directly.
+      lost = [i for i in range(len(workers)) if i != self.worker_index and not _peer_alive(i)]
     names = ', '.join(f'worker {i} ({workers[i]})' for i in lost if i < len(workers)) or 'a peer'
     return base.PeerLostError(
         f'worker {self.worker_index}: lost {names} during training ({type(error).__name__}). '
@@ -169,6 +172,19 @@ class MultiWorkerEngine(StrategyEngine):
     if self.is_chief:
       return f'{workdir}/checkpoints'
     return tempfile.mkdtemp(prefix=f'convoy-worker{self.worker_index}-ckpt-')
+
+
+def _peer_alive(index, timeout_seconds=5):
+  """Whether worker `index` still answers a collective health probe (False when it is down)."""
+  try:
+    context.context().check_collective_ops_peer_health(
+        f'/job:worker/replica:0/task:{index}', timeout_in_ms=timeout_seconds * 1000)
+    return True
+  except (tf.errors.UnavailableError, tf.errors.FailedPreconditionError,
+          tf.errors.DeadlineExceededError):
+    return False
+  except Exception:  # pylint: disable=broad-except
+    return True  # The probe itself failed: name nobody rather than the wrong worker.
 
 
 _COLLECTIVES = {
