@@ -1,6 +1,8 @@
 """The step benchmark measures the bare step, both loops and the peak, and relates them."""
 
 import math
+import subprocess
+import sys
 
 from trainer.benchmarks import step as bench
 
@@ -20,3 +22,14 @@ def test_measures_every_variant_in_both_precisions(tiny_config):
   assert set(results['bfloat16_speedup']) == {'bare', 'custom', 'fit'}
   report = bench.format_report(results, tiny_config)
   assert 'of peak' in report and 'mixed_bfloat16 / float32 (custom)' in report
+
+
+def test_command_rejects_steps_off_the_window_before_measuring(helpers):
+  proc = subprocess.run([sys.executable, '-m', 'trainer.benchmarks.step', '--steps=4',
+                         '--warmup_steps=3'], cwd=helpers.repo, capture_output=True, text=True,
+                        timeout=300)
+  assert proc.returncode == 1, proc.stderr[-3000:]
+  assert 'Traceback' not in proc.stderr
+  assert '--steps=4: must be a positive multiple of config.train.steps_per_loop=5' in proc.stderr
+  assert '--warmup_steps=3' in proc.stderr
+  assert 'Command:' not in proc.stdout  # Stopped before the engine and the peak matmul.

@@ -136,9 +136,14 @@ def main(argv):
   config.train.global_batch_size = FLAGS.batch_size
   validation.validate(config)
   unknown = sorted(set(FLAGS.precisions) - set(validation.PRECISIONS))
-  if unknown or FLAGS.steps < 1 or FLAGS.repeats < 1 or FLAGS.warmup_steps < 0:
-    raise app.UsageError(f'--precisions must be among {", ".join(validation.PRECISIONS)}; '
-                         '--steps and --repeats positive, --warmup_steps >= 0')
+  if unknown:
+    raise app.UsageError(f'--precisions={",".join(FLAGS.precisions)}: each must be among '
+                         f'{", ".join(validation.PRECISIONS)}')
+  try:  # Before anything expensive (the engine, the peak matmul) starts.
+    loops_bench.make_plan(config, list(LOOPS), FLAGS.steps, FLAGS.warmup_steps,
+                          config.train.steps_per_loop, FLAGS.repeats)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
   print(f'Command: {loops_bench.command_line(sys.argv, _COMMAND)}', flush=True)
   results = measure(config, FLAGS.precisions, FLAGS.steps, FLAGS.warmup_steps, FLAGS.repeats)
   print(format_report(results, config))
