@@ -147,11 +147,15 @@ def run(workers, timeout_seconds=0, out=None, err=None):
                                 daemon=True)
         pump.start()
         pumps.append(pump)
-  except BaseException:
+  except BaseException as e:
     # A worker could not be started (bad argv, CPUs, Ctrl-C): do not orphan those already running.
+    if isinstance(e, KeyboardInterrupt):
+      err.write('[launch] interrupted while starting; stopping all workers\n')
     _stop(processes, signal.SIGKILL)
     for process in processes:
       process.wait()
+    if isinstance(e, KeyboardInterrupt):
+      return 130  # As for Ctrl-C once all are running.
     raise
   code = _wait(workers, processes, timeout_seconds, err)
   for pump in pumps:

@@ -358,3 +358,22 @@ def test_cli_interrupt_stops_workers_and_exits_130(tmp_path):
       proc.kill()
     if pid:
       kill_all([pid])
+
+
+def test_interrupt_while_starting_workers_stops_those_started_and_returns_130(monkeypatch):
+  started = []
+  real_popen = subprocess.Popen
+
+  def popen(*args, **kwargs):
+    if started:  # Ctrl-C arrives while the second worker is being started.
+      raise KeyboardInterrupt
+    started.append(real_popen(*args, **kwargs))
+    return started[-1]
+
+  monkeypatch.setattr(local.subprocess, 'Popen', popen)
+  sleeper = [sys.executable, '-c', SLEEPER]
+  code, _, err, seconds = run([local.Worker('a', sleeper, {}), local.Worker('b', sleeper, {})])
+  assert code == 130
+  assert 'interrupted while starting' in err
+  assert started[0].poll() is not None  # Stopped, not orphaned.
+  assert seconds < 30
