@@ -342,8 +342,11 @@ def test_cli_interrupt_stops_workers_and_exits_130(tmp_path):
             "from launch import local\n"
             f"w = local.Worker('s', [sys.executable, '-c', {SLEEPER!r}], {{}})\n"
             "sys.exit(local.run([w]))")
+  # SIGINT as a terminal gives it: a suite started in the background (`cmd &` in a script) inherits
+  # SIGINT ignored, and Python then never raises KeyboardInterrupt.
   proc = subprocess.Popen([sys.executable, '-c', driver], cwd=REPO, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
+                          stderr=subprocess.PIPE, text=True,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
   pid = None
   try:
     line = proc.stdout.readline()
