@@ -10,8 +10,8 @@ from trainer.benchmarks import step as bench
 def test_measures_every_variant_in_both_precisions(tiny_config):
   tiny_config.engine.name = 'default'
   tiny_config.engine.num_replicas = 1
-  results = bench.measure(tiny_config, ['float32', 'mixed_bfloat16'], steps=5, warmup_steps=5,
-                          repeats=1)
+  plan = bench.make_plan(tiny_config, steps=5, warmup_steps=5, repeats=1)
+  results = bench.measure(tiny_config, ['float32', 'mixed_bfloat16'], plan)
   assert results['peak_flops'] > 0
   for by_variant in results['precisions'].values():
     assert by_variant['flops_per_image'] > 0

@@ -75,24 +75,32 @@ def with_precision(config, precision):
   return config
 
 
-def measure(config, precisions, steps, warmup_steps, repeats):
-  """{'peak_flops', 'forward_flops', 'precisions': {p: {variant: {...}}}} measured in this process."""
+def make_plan(config, steps, warmup_steps, repeats):
+  """The `loops_bench.Plan` of both loops for these flags; ValueError names each bad one."""
+  return loops_bench.make_plan(config, list(LOOPS), steps, warmup_steps,
+                               config.train.steps_per_loop, repeats)
+
+
+def measure(config, precisions, plan):
+  """{'peak_flops', 'forward_flops', 'precisions': {p: {variant: {...}}}} measured in this process.
+
+  `plan` (from `make_plan`) gives the steps, warm-up steps and repeats of every variant.
+  """
   engine = engines.create_engine(config.engine)
   validation.validate_topology(config, engine.num_replicas, engine.devices)
   source = sources.create_source(config.data, config.seed)
   peak = scaling.measure_peak_flops(list(engine.devices))
   results = {'precisions': {}}
-  loop_plan = loops_bench.make_plan(config, list(LOOPS), steps, warmup_steps,
-                                    config.train.steps_per_loop, 1)
   for precision in precisions:
     cfg = with_precision(config, precision)
     flops_per_image = 3 * scaling.count_forward_flops(cfg, source)
     rates = {name: [] for name in ('bare', *LOOPS)}
-    for repeat in range(repeats):
-      rates['bare'].append(bare_step_rate(cfg, engine, source, warmup_steps, steps))
+    for repeat in range(plan.repeats):
+      rates['bare'].append(bare_step_rate(cfg, engine, source, plan.warmup_steps, plan.steps))
       for loop in LOOPS:
-        rates[loop].append(loops_bench.measure_loop(loop, cfg, engine, source, loop_plan)[0])
-      print(f'  {precision} repeat {repeat + 1}/{repeats}: ' + ', '.join(
+        rates[loop].append(
+            loops_bench.measure_loop(loop, cfg, engine, source, plan).images_per_second)
+      print(f'  {precision} repeat {repeat + 1}/{plan.repeats}: ' + ', '.join(
           f'{name} {values[-1]:.2f} images/s' for name, values in rates.items()), flush=True)
     results['precisions'][precision] = {
         name: {'images_per_second': statistics.median(values), 'runs': values,
@@ -140,12 +148,11 @@ def main(argv):
     raise app.UsageError(f'--precisions={",".join(FLAGS.precisions)}: each must be among '
                          f'{", ".join(validation.PRECISIONS)}')
   try:  # Before anything expensive (the engine, the peak matmul) starts.
-    loops_bench.make_plan(config, list(LOOPS), FLAGS.steps, FLAGS.warmup_steps,
-                          config.train.steps_per_loop, FLAGS.repeats)
+    plan = make_plan(config, FLAGS.steps, FLAGS.warmup_steps, FLAGS.repeats)
   except ValueError as e:
     raise app.UsageError(str(e)) from e
   print(f'Command: {loops_bench.command_line(sys.argv, _COMMAND)}', flush=True)
-  results = measure(config, FLAGS.precisions, FLAGS.steps, FLAGS.warmup_steps, FLAGS.repeats)
+  results = measure(config, FLAGS.precisions, plan)
   print(format_report(results, config))
   loops_bench.write_results(FLAGS.json_out, results)
 
