@@ -124,6 +124,13 @@ def _stop(processes, sig):
         pass
 
 
+def _kill_and_reap(processes):
+  """Kills `processes` (and their process groups) and waits for each to exit."""
+  _stop(processes, signal.SIGKILL)
+  for process in processes:
+    process.wait()
+
+
 def run(workers, timeout_seconds=0, out=None, err=None):
   """Starts `workers`, relays their prefixed output, and returns the launcher's exit code.
 
@@ -147,15 +154,13 @@ def run(workers, timeout_seconds=0, out=None, err=None):
                                 daemon=True)
         pump.start()
         pumps.append(pump)
-  except BaseException as e:
-    # A worker could not be started (bad argv, CPUs, Ctrl-C): do not orphan those already running.
-    if isinstance(e, KeyboardInterrupt):
-      err.write('[launch] interrupted while starting; stopping all workers\n')
-    _stop(processes, signal.SIGKILL)
-    for process in processes:
-      process.wait()
-    if isinstance(e, KeyboardInterrupt):
-      return 130  # As for Ctrl-C once all are running.
+  except KeyboardInterrupt:
+    err.write('[launch] interrupted while starting; stopping all workers\n')
+    _kill_and_reap(processes)
+    return 130  # As for Ctrl-C once all are running.
+  except BaseException:
+    # A worker could not be started (bad argv, CPUs): do not orphan those already running.
+    _kill_and_reap(processes)
     raise
   code = _wait(workers, processes, timeout_seconds, err)
   for pump in pumps:
