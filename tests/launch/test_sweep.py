@@ -337,6 +337,8 @@ def test_small_sweep_writes_every_output_and_a_rerun_skips_finished_runs(tmp_pat
     parts = float(row['input_ms']) + float(row['compute_ms']) + float(row['comm_ms'])
     assert parts == pytest.approx(float(row['step_ms']))
     assert row['comm_measured_with'] == 'same loop' and row['gpu_peak_mb'] == ''
+    # Processes cannot use more than their cores; one thread does most of the work.
+    assert 0 < float(row['cpu_busy']) <= 1.05 and 0 < float(row['busiest_thread_share']) <= 1
   assert float(rows[0]['scaling_efficiency']) == 1.0
   assert rows[1]['efficiency_baseline'] == rows[0]['run_id']
   assert float(rows[0]['forward_flops_per_image']) == float(rows[3]['forward_flops_per_image'])

@@ -5,6 +5,8 @@ import math
 import os
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 import tensorflow as tf
@@ -87,7 +89,7 @@ def test_only_the_eager_loop_runs_train_step_eagerly(tiny_config, monkeypatch, l
   monkeypatch.setattr(steps, 'create_train_step', create_spy)
   plan = bench.make_plan(tiny_config, [loop], steps=5, warmup_steps=5, eager_steps=5, repeats=1)
   source = sources.create_source(tiny_config.data, tiny_config.seed)
-  rate, metrics = bench.measure_loop(loop, tiny_config, engines.create_engine(tiny_config.engine),
+  rate, metrics, _ = bench.measure_loop(loop, tiny_config, engines.create_engine(tiny_config.engine),
                                      source, plan)
   assert rate > 0 and math.isfinite(metrics['train_loss'])
   # Traced once inside tf.function, or called once per step (10 steps) without it.
@@ -119,3 +121,47 @@ def test_config_check_ignores_run_length_and_intervals(tiny_config):
   tiny_config.train.global_batch_size = 63  # Not divisible by 2 replicas: still an error.
   with pytest.raises(ValueError, match='global_batch_size'):
     bench.validate_config(tiny_config)
+
+
+def _spin(seconds):
+  end = time.process_time() + seconds
+  while time.process_time() < end:
+    pass
+
+
+def test_cpu_use_counts_busy_and_idle_time_and_the_busiest_thread():
+  clock = bench.StopwatchController(10)
+  clock.end_of_loop(5, {}, 0.0, False)
+  _spin(0.3)  # This thread works...
+  time.sleep(0.3)  # ...then the process waits.
+  clock.end_of_loop(10, {}, 0.0, False)
+  use = clock.cpu_use(5, cores=1)
+  # Busy about half of the wall time (less if the machine is loaded: CPU time is what it got).
+  assert 0.1 < use['cpu_busy'] < 0.7, use
+  assert use['busiest_thread_share'] > 0.7, use  # Nearly all of it on this thread.
+
+  clock = bench.StopwatchController(10)
+  clock.end_of_loop(5, {}, 0.0, False)
+  done, release = [threading.Event() for _ in range(2)], threading.Event()
+
+  def work(finished):
+    _spin(0.2)
+    finished.set()
+    release.wait()  # Alive at the last stamp: a thread that has ended is not counted.
+
+  workers = [threading.Thread(target=work, args=(event,)) for event in done]
+  for worker in workers:
+    worker.start()
+  for event in done:
+    event.wait()
+  clock.end_of_loop(10, {}, 0.0, False)
+  release.set()
+  for worker in workers:
+    worker.join()
+  # Two threads did the work: neither used much more than half of it, and this one little.
+  assert clock.cpu_use(5, cores=2)['busiest_thread_share'] < 0.75
+
+
+def test_thread_cpu_seconds_lists_this_thread():
+  seconds = bench.thread_cpu_seconds()
+  assert str(threading.get_native_id()) in seconds and all(v >= 0 for v in seconds.values())

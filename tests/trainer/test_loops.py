@@ -19,7 +19,7 @@ def test_fit_reports_the_window_metrics_of_the_custom_loop_on_two_replicas(tiny_
   source = sources.create_source(tiny_config.data, tiny_config.seed)
   plan = loops_bench.make_plan(tiny_config, ['custom', 'fit'], steps=10, warmup_steps=5,
                                eager_steps=5, repeats=1)
-  windows = {loop: loops_bench.measure_loop(loop, tiny_config, engine, source, plan)[1]
+  windows = {loop: loops_bench.measure_loop(loop, tiny_config, engine, source, plan).train_metrics
              for loop in ('custom', 'fit')}
   assert windows['fit'].keys() == windows['custom'].keys() == {
       'train_loss', 'train_accuracy', 'train_examples'}

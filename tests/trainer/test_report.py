@@ -48,6 +48,7 @@ def make_result(engine, replicas, images_per_second, scaling_mode='weak', batch=
       'machine_peak_fraction': 3e6 * images_per_second / 1e11,
       'allocation_peak_flops_per_second': 5e10 * replicas,
       'allocation_peak_fraction': 3e6 * images_per_second / (5e10 * replicas),
+      'cpu_busy': 0.9, 'busiest_thread_share': 0.8,
       'peak_rss_mb': 600.0, 'total_rss_mb': 600.0 * processes, 'gpu_peak_mb': None,
       'train_loss': 0.5, 'pinned': True, 'cpus': [[i] for i in range(processes)],
       'threads': {'intra_op': 1, 'inter_op': 1}, 'load_average': {'start': 0.5, 'end': 0.7},
@@ -262,6 +263,22 @@ def test_summarize_run_takes_the_chiefs_clock_and_sums_peaks_and_memory(loop):
   assert (result['peak_rss_mb'], result['total_rss_mb']) == (700.0, 1200.0)
   assert result['per_replica_batch_size'] == 32 and result['run_id'] == 'r'
   assert result['worker_images_per_second'] == [1200.0, 999.0]
+  assert result['cpu_busy'] is None and result['busiest_thread_share'] is None  # Not measured.
+
+
+def test_cpu_use_is_each_workers_median_over_repeats_averaged_over_workers():
+  def use(busy, share):
+    return {'cpu_busy': busy, 'busiest_thread_share': share}
+
+  workers = [{'cpu_use': {'full': [use(0.9, 0.7), use(0.5, 0.9), use(0.8, 0.8)],
+                          'no_comm': [use(0.1, 0.1)]}},
+             {'cpu_use': {'full': [use(0.6, 0.6)]}}]
+  assert scaling.summarize_cpu_use(workers) == pytest.approx(
+      {'cpu_busy': (0.8 + 0.6) / 2, 'busiest_thread_share': (0.8 + 0.6) / 2})
+  assert scaling.summarize_cpu_use(workers, 'no_comm') == {'cpu_busy': None,
+                                                           'busiest_thread_share': None}
+  workers[1]['cpu_use']['full'] = [use(0.6, None)]  # No /proc on that worker.
+  assert scaling.summarize_cpu_use(workers)['busiest_thread_share'] is None
 
 
 def test_variants_remove_input_then_communication():

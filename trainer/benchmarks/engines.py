@@ -208,7 +208,7 @@ def measure_engine(config, engine, source, plan):
   for repeat in range(plan.repeats):
     order = list(variants) if repeat % 2 == 0 else list(variants)[::-1]
     for name in order:
-      rate, metrics = bench.measure_loop('custom', config, variants[name], source, plan)
+      rate, metrics, _ = bench.measure_loop('custom', config, variants[name], source, plan)
       rates[name].append(rate)
       loss = metrics.get('train_loss') if name == 'full' else loss
       if engine.is_chief:

@@ -37,6 +37,7 @@ import statistics
 import sys
 import time
 import types
+import typing
 
 from absl import app
 from absl import flags
@@ -75,23 +76,48 @@ def eager_loop(config, engine, model, optimizer, data, controller):
 LOOPS = {'fit': loops_lib.fit_loop, 'custom': loops_lib.custom_loop, 'eager': eager_loop}
 
 
+def thread_cpu_seconds():
+  """CPU seconds (user + system) used so far by each thread of this process, by thread id.
+
+  Read from Linux's /proc/self/task; {} where there is no such directory.
+  """
+  try:
+    tids = os.listdir('/proc/self/task')
+  except OSError:
+    return {}
+  ticks = os.sysconf('SC_CLK_TCK')
+  seconds = {}
+  for tid in tids:
+    try:
+      with open(f'/proc/self/task/{tid}/stat') as f:
+        stat = f.read()
+    except OSError:  # The thread ended meanwhile.
+      continue
+    fields = stat[stat.rindex(')') + 2:].split()  # After the name, which may hold spaces.
+    seconds[tid] = (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+  return seconds
+
+
 class StopwatchController:
   """The Controller interface of the loops, reduced to a clock: stamps the end of every window.
 
   The loops call `end_of_loop` after reading the window's metrics, i.e. once its steps have run.
-  There is no evaluation, checkpoint or logging in between to disturb the measurement.
+  There is no evaluation, checkpoint or logging in between to disturb the measurement. Each stamp
+  also reads this process's CPU time, in total and per thread, for `cpu_use`.
   """
 
   def __init__(self, total_steps):
     self.step = 0
     self.total_steps = total_steps
-    self.marks = []  # (step, time.perf_counter()) at the end of each window
+    # At the end of each window: (step, time.perf_counter(), time.process_time(),
+    # thread_cpu_seconds()).
+    self.marks = []
     self.train_metrics = {}
 
   def end_of_loop(self, step, train_metrics, seconds, evaluate):
     """Records the time at which the loop reached `step`; arguments as `Controller.end_of_loop`."""
     del seconds, evaluate  # The clock is read here, across windows; nothing is evaluated.
-    self.marks.append((step, time.perf_counter()))
+    self.marks.append((step, time.perf_counter(), time.process_time(), thread_cpu_seconds()))
     self.step = step
     self.train_metrics = dict(train_metrics)
 
@@ -99,11 +125,42 @@ class StopwatchController:
     """Called by the loops at the end; the benchmark measures training only."""
     del evaluate
 
+  def _measured(self, warmup_steps):
+    """The marks at the end of the warm-up window and at the last window."""
+    return next(m for m in self.marks if m[0] == warmup_steps), self.marks[-1]
+
   def images_per_second(self, warmup_steps, global_batch_size):
     """Throughput from the end of the warm-up window at `warmup_steps` to the last window."""
-    start_step, start = next((s, t) for s, t in self.marks if s == warmup_steps)
-    end_step, end = self.marks[-1]
+    (start_step, start, _, _), (end_step, end, _, _) = self._measured(warmup_steps)
     return (end_step - start_step) * global_batch_size / (end - start)
+
+  def cpu_use(self, warmup_steps, cores):
+    """Where this process's CPU time went over the measured steps (as `images_per_second`).
+
+    Args:
+      warmup_steps: the step at the end of the warm-up window.
+      cores: the CPUs the process may run on.
+
+    Returns:
+      `cpu_busy`: CPU seconds used / (wall seconds x `cores`), 1 when every core was busy the whole
+      time (the rest was spent waiting: for peers, input, or other processes on the core);
+      `busiest_thread_share`: the fraction of those CPU seconds used by the busiest thread (with
+      one intra-op thread, the one running the step's kernels; threads that ended before the
+      last stamp are not counted), None without /proc.
+    """
+    (_, wall0, cpu0, threads0), (_, wall1, cpu1, threads1) = self._measured(warmup_steps)
+    cpu = cpu1 - cpu0
+    used = [seconds - threads0.get(tid, 0.0) for tid, seconds in threads1.items()]
+    total = sum(used)
+    return {'cpu_busy': cpu / ((wall1 - wall0) * cores),
+            'busiest_thread_share': max(used) / total if used and total > 0 else None}
+
+
+class LoopMeasurement(typing.NamedTuple):
+  """What `measure_loop` measured: images/s, the last window's train metrics, `cpu_use`."""
+  images_per_second: float
+  train_metrics: dict
+  cpu_use: dict
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,7 +238,8 @@ def measure_loop(loop, config, engine, source, plan):
     plan: the `Plan`.
 
   Returns:
-    The images/s over the measured steps, and the train metrics of the last window.
+    A `LoopMeasurement`: the images/s over the measured steps, the train metrics of the last
+    window, and the process's `StopwatchController.cpu_use` over the measured steps.
   """
   tf_keras.backend.clear_session()
   gc.collect()
@@ -194,8 +252,9 @@ def measure_loop(loop, config, engine, source, plan):
   clock = StopwatchController(plan.warmup_steps + plan.measured_steps(loop))
   data = experiment.create_loop_data(config, engine, source)  # From step 0; eval is never run.
   LOOPS[loop](config, engine, model, optimizer, data, clock)
-  rate = clock.images_per_second(plan.warmup_steps, datasets.examples_per_step(config))
-  return rate, clock.train_metrics
+  return LoopMeasurement(
+      clock.images_per_second(plan.warmup_steps, datasets.examples_per_step(config)),
+      clock.train_metrics, clock.cpu_use(plan.warmup_steps, len(os.sched_getaffinity(0))))
 
 
 def _summarize(rates, steps, train_metrics):
@@ -244,7 +303,7 @@ def run_benchmark(config, plan):
   metrics = {}
   for repeat in range(plan.repeats):
     for loop in plan.loops:
-      rate, metrics[loop] = measure_loop(loop, config, engine, source, plan)
+      rate, metrics[loop], _ = measure_loop(loop, config, engine, source, plan)
       rates[loop].append(rate)
       logging.info('repeat %d/%d %-6s %.0f images/s', repeat + 1, plan.repeats, loop, rate)
   results = {loop: _summarize(rates[loop], plan.measured_steps(loop), metrics[loop])

@@ -39,8 +39,8 @@ MEASURED_COLUMNS = (
     'input_ms', 'compute_ms', 'comm_ms', 'input_ms_raw', 'compute_ms_raw', 'comm_ms_raw',
     'comm_measured_with', 'forward_flops_per_image', 'train_flops_per_image',
     'achieved_flops_per_second', 'machine_peak_flops_per_second', 'machine_peak_fraction',
-    'allocation_peak_flops_per_second', 'allocation_peak_fraction', 'peak_rss_mb', 'total_rss_mb',
-    'gpu_peak_mb', 'train_loss', 'pinned', 'cpus', 'threads', 'load_start', 'load_end',
+    'allocation_peak_flops_per_second', 'allocation_peak_fraction', 'cpu_busy',
+    'busiest_thread_share', 'peak_rss_mb', 'total_rss_mb', 'gpu_peak_mb', 'train_loss', 'pinned', 'cpus', 'threads', 'load_start', 'load_end',
     'run_seconds', 'error')
 # Figures every successful run has (finite numbers); gpu_peak_mb is None without GPUs, the
 # machine's peak None under Slurm, the efficiency None without a 1-replica baseline.
@@ -49,8 +49,8 @@ NUMERIC_COLUMNS = ('images_per_second', 'images_per_second_min', 'images_per_sec
                    'input_ms', 'compute_ms', 'comm_ms',
                    'input_ms_raw', 'compute_ms_raw', 'comm_ms_raw', 'forward_flops_per_image',
                    'train_flops_per_image', 'achieved_flops_per_second',
-                   'allocation_peak_flops_per_second', 'allocation_peak_fraction', 'peak_rss_mb',
-                   'total_rss_mb', 'train_loss')
+                   'allocation_peak_flops_per_second', 'allocation_peak_fraction', 'cpu_busy',
+                   'peak_rss_mb', 'total_rss_mb', 'train_loss')
 _BREAKDOWN_COLORS = {'input_ms': '#f2a541', 'compute_ms': '#3c78d8', 'comm_ms': '#cc4125'}
 
 
@@ -98,8 +98,9 @@ def create_row(result, fields):
       **{key: result.get(key) for key in (
           'forward_flops_per_image', 'train_flops_per_image', 'achieved_flops_per_second',
           'machine_peak_flops_per_second', 'machine_peak_fraction',
-          'allocation_peak_flops_per_second', 'allocation_peak_fraction', 'peak_rss_mb',
-          'total_rss_mb', 'gpu_peak_mb', 'train_loss', 'pinned')},
+          'allocation_peak_flops_per_second', 'allocation_peak_fraction', 'cpu_busy',
+          'busiest_thread_share', 'peak_rss_mb', 'total_rss_mb', 'gpu_peak_mb', 'train_loss',
+          'pinned')},
       'cpus': ' | '.join(','.join(map(str, cpus)) for cpus in result.get('cpus', [])),
       'threads': '{intra_op}/{inter_op}'.format(**result['threads']) if result.get('threads')
                  else None,
@@ -360,7 +361,8 @@ def create_table(rows, fields=()):
   header = ['run', 'status', 'engine', 'w x r', 'scaling', 'batch/replica', 'global', 'loop',
             *fields, 'images/s [min-max]', 'eff.', 'eff. no comm', 'step ms', 'input', 'compute',
             'comm',
-            'GFLOP/img (train)', 'GFLOP/s', '% machine peak', '% run peak', 'peak RSS MB']
+            'GFLOP/img (train)', 'GFLOP/s', '% machine peak', '% run peak', '% CPU busy',
+            '% busiest thread', 'peak RSS MB']
   lines = []
   for r in rows:
     layout = (f"{r['processes']} x {r['replicas'] // r['processes']}"
@@ -377,6 +379,7 @@ def create_table(rows, fields=()):
         _number(r['achieved_flops_per_second'], 1, 1e9),
         _number(r['machine_peak_fraction'], 1, 0.01), _number(r['allocation_peak_fraction'], 1,
                                                               0.01),
+        _number(r['cpu_busy'], 0, 0.01), _number(r['busiest_thread_share'], 0, 0.01),
         _number(r['peak_rss_mb'])])
   return '\n'.join(_table(header, lines))
 
@@ -385,21 +388,22 @@ def create_text_table(rows, fields=()):
   """A compact plain-text table of the runs for the terminal: layout, images/s, efficiencies and
   the step-time breakdown (ms); report.md and results.csv have every column."""
   header = ['engine', 'w x r', 'batch', 'loop', *fields, 'images/s [min-max]', 'eff.',
-            'no comm', 'step ms', 'input', 'compute', 'comm']
+            'no comm', 'step ms', 'input', 'compute', 'comm', 'cpu %', 'top thr %']
   lines = []
   for r in rows:
     layout = (f"{r['processes']} x {r['replicas'] // r['processes']}"
               if r.get('processes') and r.get('replicas') else '-')
     if r['status'] != 'ok':
       lines.append([r['engine'], layout, r['per_replica_batch_size'], r['loop'],
-                    *[r.get(f) for f in fields], r['status']] + [''] * 6)
+                    *[r.get(f) for f in fields], r['status']] + [''] * 8)
       continue
     lines.append([
         r['engine'], layout, r['per_replica_batch_size'], r['loop'], *[r.get(f) for f in fields],
         f"{_number(r['images_per_second'])} [{_number(r['images_per_second_min'])}-"
         f"{_number(r['images_per_second_max'])}]", _number(r['scaling_efficiency'], 2),
         _number(r['scaling_efficiency_no_comm'], 2), _number(r['step_ms'], 2),
-        _number(r['input_ms'], 2), _number(r['compute_ms'], 2), _number(r['comm_ms'], 2)])
+        _number(r['input_ms'], 2), _number(r['compute_ms'], 2), _number(r['comm_ms'], 2),
+        _number(r['cpu_busy'], 0, 0.01), _number(r['busiest_thread_share'], 0, 0.01)])
   cells = [[str(c) for c in line] for line in [header] + lines]
   widths = [max(len(line[i]) for line in cells) for i in range(len(header))]
   text_columns = 4 + len(fields)  # Left-aligned; the figures are right-aligned.
@@ -511,6 +515,14 @@ def create_markdown(meta, rows, plots=None, predicted=None):
       'with the session\'s float32 matmul peak of the whole machine; "% run peak" with the '
       'matmul peak of the run\'s own workers (measured in them, all at once, with their pinning '
       'and threads). Mixed-precision runs are still compared with the float32 peak.',
+      '- **CPU use** of the full step, over its measured steps: "% CPU busy" is each process\'s '
+      'CPU seconds / (wall seconds x the CPUs it may use), averaged over the processes: what is '
+      'missing to 100% was spent waiting (for peers at each all-reduce, for input, for other '
+      'processes on its cores). "% busiest thread" is the share of that CPU time used by the '
+      'process\'s busiest thread (with one intra-op thread, the thread running the step\'s '
+      'kernels): the rest went to the runtime\'s other threads (tf.data, the inter-op pool, '
+      'Horovod\'s background and Gloo threads, gRPC) and, on pinned cores, was taken from the '
+      'step.',
       '- **Peak RSS**: the largest `ru_maxrss` among the run\'s processes (results.csv also has '
       'the sum, `total_rss_mb`); on GPUs `get_memory_info` peak (untested: no GPU here).',
       '- **Noise**: on a shared machine other processes skew the figures; results.csv has the '

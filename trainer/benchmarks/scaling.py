@@ -33,6 +33,13 @@ What each run measures, in the same processes:
   - compute = the rest. Noise can make a difference negative: the parts are clamped to [0, step]
     (input first, then communication, compute = step - input - comm, so they sum to the step) and
     the raw differences are reported too.
+* CPU use of the full step (`StopwatchController.cpu_use`, over the same measured steps):
+  `cpu_busy`, each process's CPU seconds / (wall seconds x the CPUs it may use), i.e. how much of
+  its cores it kept busy (the rest it spent waiting: for its peers at each all-reduce, for input,
+  or for other processes); `busiest_thread_share`, the fraction of that CPU time spent by its
+  busiest thread (with one intra-op thread, the thread running the step's kernels; the rest goes
+  to the runtime's other threads: tf.data, the inter-op pool, Horovod's background and Gloo
+  threads, gRPC). Medians over repeats, averaged over the workers.
 * FLOPs per image: TensorFlow's profiler (`tf.compat.v1.profiler`, float_operation) on the graph
   of the model's forward pass on one image (2 FLOPs per multiply-add; ResNet-50 at 224x224 counts
   8.19 GFLOPs = 4.09 G multiply-adds, the usual "4.1 G" figure). Training is counted as 3x forward
@@ -140,24 +147,28 @@ def measure_variants(config, engine, source, plan):
   """Measures every variant of `create_variants`, `plan.repeats` times, in a rotating order.
 
   Returns:
-    `rates` (variant -> images/s per repeat), `train_loss` (last window of the last full run) and
+    `rates` (variant -> images/s per repeat), `cpu_use` (variant -> this process's
+    `StopwatchController.cpu_use` per repeat), `train_loss` (last window of the last full run) and
     `comm_reference` (see `comm_reference`).
   """
   variants = create_variants(engine, config.loop)
   names = list(variants)
   rates = {name: [] for name in names}
+  cpu_use = {name: [] for name in names}
   loss = None
   for repeat in range(plan.repeats):
     shift = repeat % len(names)
     for name in names[shift:] + names[:shift]:
       loop, view = variants[name]
-      rate, metrics = loops_bench.measure_loop(loop, config, view, source, plan)
+      rate, metrics, cpu = loops_bench.measure_loop(loop, config, view, source, plan)
       rates[name].append(rate)
+      cpu_use[name].append(cpu)
       if name == 'full':
         loss = metrics.get('train_loss')
       if engine.is_chief:
         logging.info('repeat %d/%d %-18s %.0f images/s', repeat + 1, plan.repeats, name, rate)
-  return {'rates': rates, 'train_loss': loss, 'comm_reference': comm_reference(config.loop)}
+  return {'rates': rates, 'cpu_use': cpu_use, 'train_loss': loss,
+          'comm_reference': comm_reference(config.loop)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -336,6 +347,20 @@ def _fraction(value, total):
   return value / total if value is not None and total else None
 
 
+def summarize_cpu_use(worker_results, variant='full'):
+  """`cpu_busy` and `busiest_thread_share` of `variant`: the median over repeats of each worker,
+  averaged over the workers (None where a worker has none, e.g. results written before they were
+  measured, or no /proc)."""
+  summary = {}
+  for key in ('cpu_busy', 'busiest_thread_share'):
+    medians = []
+    for worker in worker_results:
+      values = [use.get(key) for use in (worker.get('cpu_use') or {}).get(variant, [])]
+      medians.append(statistics.median(values) if values and None not in values else None)
+    summary[key] = (statistics.mean(medians) if medians and None not in medians else None)
+  return summary
+
+
 def summarize_run(worker_results, config, plan, spec=None):
   """The run's result from its workers' results (figures from the chief's clock, worker 0).
 
@@ -350,7 +375,8 @@ def summarize_run(worker_results, config, plan, spec=None):
     A JSON-serializable dict: `status` 'ok', the spec, the layout, `images_per_second` (median,
     min, max, runs) and every variant's, `step_ms`, `breakdown` (`create_breakdown`), FLOPs,
     achieved FLOP/s and its fraction of the run's and of the machine's peak, peak memory
-    (`peak_rss_mb` of the largest process, `total_rss_mb` summed), and where it ran.
+    (`peak_rss_mb` of the largest process, `total_rss_mb` summed), the full step's CPU use
+    (`summarize_cpu_use`), and where it ran.
   """
   spec = spec or {}
   chief = worker_results[0]
@@ -390,7 +416,7 @@ def summarize_run(worker_results, config, plan, spec=None):
       'peak_rss_mb': max(w['max_rss_mb'] for w in worker_results),
       'total_rss_mb': sum(w['max_rss_mb'] for w in worker_results),
       'gpu_peak_mb': sum(gpu) if gpu else None,
-      'train_loss': chief['train_loss'],
+      'train_loss': chief['train_loss'], **summarize_cpu_use(worker_results),
       'worker_images_per_second': [statistics.median(w['rates']['full']) for w in worker_results],
       'cpus': [w['cpus'] for w in worker_results], 'threads': chief['threads'],
       'pinned': chief['pinned'], 'versions': chief['versions'],

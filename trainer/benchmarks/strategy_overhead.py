@@ -81,7 +81,8 @@ def run_benchmark(config, plan):
     order = ENGINES if repeat % 2 == 0 else ENGINES[::-1]
     for loop in plan.loops:
       for name in order:
-        rate, _ = loops_bench.measure_loop(loop, configs[name], created[name], source, plan)
+        rate = loops_bench.measure_loop(loop, configs[name], created[name], source,
+                                       plan).images_per_second
         runs[loop][name].append(rate)
         logging.info('repeat %d/%d %-6s %-8s %.0f images/s', repeat + 1, plan.repeats, loop, name,
                      rate)
