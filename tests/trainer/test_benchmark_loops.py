@@ -89,8 +89,8 @@ def test_only_the_eager_loop_runs_train_step_eagerly(tiny_config, monkeypatch, l
   monkeypatch.setattr(steps, 'create_train_step', create_spy)
   plan = bench.make_plan(tiny_config, [loop], steps=5, warmup_steps=5, eager_steps=5, repeats=1)
   source = sources.create_source(tiny_config.data, tiny_config.seed)
-  rate, metrics, _ = bench.measure_loop(loop, tiny_config, engines.create_engine(tiny_config.engine),
-                                     source, plan)
+  engine = engines.create_engine(tiny_config.engine)
+  rate, metrics, _ = bench.measure_loop(loop, tiny_config, engine, source, plan)
   assert rate > 0 and math.isfinite(metrics['train_loss'])
   # Traced once inside tf.function, or called once per step (10 steps) without it.
   assert modes == ([True] * 10 if eager else [False])
@@ -130,17 +130,17 @@ def _spin(seconds):
 
 
 def test_cpu_use_counts_busy_and_idle_time_and_the_busiest_thread():
-  clock = bench.StopwatchController(10)
+  clock = bench.StopwatchController(10, warmup_steps=5)
   clock.end_of_loop(5, {}, 0.0, False)
   _spin(0.3)  # This thread works...
   time.sleep(0.3)  # ...then the process waits.
   clock.end_of_loop(10, {}, 0.0, False)
-  use = clock.cpu_use(5, cores=1)
+  use = clock.cpu_use(cores=1)
   # Busy about half of the wall time (less if the machine is loaded: CPU time is what it got).
   assert 0.1 < use['cpu_busy'] < 0.7, use
   assert use['busiest_thread_share'] > 0.7, use  # Nearly all of it on this thread.
 
-  clock = bench.StopwatchController(10)
+  clock = bench.StopwatchController(10, warmup_steps=5)
   clock.end_of_loop(5, {}, 0.0, False)
   done, release = [threading.Event() for _ in range(2)], threading.Event()
 
@@ -159,7 +159,7 @@ def test_cpu_use_counts_busy_and_idle_time_and_the_busiest_thread():
   for worker in workers:
     worker.join()
   # Two threads did the work: neither used much more than half of it, and this one little.
-  assert clock.cpu_use(5, cores=2)['busiest_thread_share'] < 0.75
+  assert clock.cpu_use(cores=2)['busiest_thread_share'] < 0.75
 
 
 def test_thread_cpu_seconds_lists_this_thread():

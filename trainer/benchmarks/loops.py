@@ -102,22 +102,27 @@ class StopwatchController:
   """The Controller interface of the loops, reduced to a clock: stamps the end of every window.
 
   The loops call `end_of_loop` after reading the window's metrics, i.e. once its steps have run.
-  There is no evaluation, checkpoint or logging in between to disturb the measurement. Each stamp
-  also reads this process's CPU time, in total and per thread, for `cpu_use`.
+  There is no evaluation, checkpoint or logging in between to disturb the measurement. The stamps
+  at the end of the warm-up (`warmup_steps`) and at the last step also read this process's CPU
+  time, in total and per thread, for `cpu_use` (only those two: the reads are not free).
   """
 
-  def __init__(self, total_steps):
+  def __init__(self, total_steps, warmup_steps=0):
     self.step = 0
     self.total_steps = total_steps
-    # At the end of each window: (step, time.perf_counter(), time.process_time(),
+    self.warmup_steps = warmup_steps
+    self.marks = []  # (step, time.perf_counter()) at the end of each window
+    # At the end of the warm-up and of the last window: step -> (time.process_time(),
     # thread_cpu_seconds()).
-    self.marks = []
+    self.cpu_marks = {}
     self.train_metrics = {}
 
   def end_of_loop(self, step, train_metrics, seconds, evaluate):
     """Records the time at which the loop reached `step`; arguments as `Controller.end_of_loop`."""
     del seconds, evaluate  # The clock is read here, across windows; nothing is evaluated.
-    self.marks.append((step, time.perf_counter(), time.process_time(), thread_cpu_seconds()))
+    if step in (self.warmup_steps, self.total_steps):
+      self.cpu_marks[step] = (time.process_time(), thread_cpu_seconds())
+    self.marks.append((step, time.perf_counter()))
     self.step = step
     self.train_metrics = dict(train_metrics)
 
@@ -125,20 +130,19 @@ class StopwatchController:
     """Called by the loops at the end; the benchmark measures training only."""
     del evaluate
 
-  def _measured(self, warmup_steps):
+  def _measured(self):
     """The marks at the end of the warm-up window and at the last window."""
-    return next(m for m in self.marks if m[0] == warmup_steps), self.marks[-1]
+    return next(m for m in self.marks if m[0] == self.warmup_steps), self.marks[-1]
 
-  def images_per_second(self, warmup_steps, global_batch_size):
-    """Throughput from the end of the warm-up window at `warmup_steps` to the last window."""
-    (start_step, start, _, _), (end_step, end, _, _) = self._measured(warmup_steps)
+  def images_per_second(self, global_batch_size):
+    """Throughput from the end of the warm-up window to the last window."""
+    (start_step, start), (end_step, end) = self._measured()
     return (end_step - start_step) * global_batch_size / (end - start)
 
-  def cpu_use(self, warmup_steps, cores):
+  def cpu_use(self, cores):
     """Where this process's CPU time went over the measured steps (as `images_per_second`).
 
     Args:
-      warmup_steps: the step at the end of the warm-up window.
       cores: the CPUs the process may run on.
 
     Returns:
@@ -148,11 +152,11 @@ class StopwatchController:
       one intra-op thread, the one running the step's kernels; threads that ended before the
       last stamp are not counted), None without /proc.
     """
-    (_, wall0, cpu0, threads0), (_, wall1, cpu1, threads1) = self._measured(warmup_steps)
-    cpu = cpu1 - cpu0
+    (step0, wall0), (step1, wall1) = self._measured()
+    (cpu0, threads0), (cpu1, threads1) = self.cpu_marks[step0], self.cpu_marks[step1]
     used = [seconds - threads0.get(tid, 0.0) for tid, seconds in threads1.items()]
     total = sum(used)
-    return {'cpu_busy': cpu / ((wall1 - wall0) * cores),
+    return {'cpu_busy': (cpu1 - cpu0) / ((wall1 - wall0) * cores),
             'busiest_thread_share': max(used) / total if used and total > 0 else None}
 
 
@@ -249,12 +253,12 @@ def measure_loop(loop, config, engine, source, plan):
   model, optimizer, _ = experiment.create_model_and_optimizer(config, engine, source,
                                                               schedule_steps)
   engine.sync_initial_state(model, optimizer)  # As train_and_evaluate does (tf.distribute: no-op).
-  clock = StopwatchController(plan.warmup_steps + plan.measured_steps(loop))
+  clock = StopwatchController(plan.warmup_steps + plan.measured_steps(loop), plan.warmup_steps)
   data = experiment.create_loop_data(config, engine, source)  # From step 0; eval is never run.
   LOOPS[loop](config, engine, model, optimizer, data, clock)
   return LoopMeasurement(
-      clock.images_per_second(plan.warmup_steps, datasets.examples_per_step(config)),
-      clock.train_metrics, clock.cpu_use(plan.warmup_steps, len(os.sched_getaffinity(0))))
+      clock.images_per_second(datasets.examples_per_step(config)), clock.train_metrics,
+      clock.cpu_use(len(os.sched_getaffinity(0))))
 
 
 def _summarize(rates, steps, train_metrics):

@@ -77,8 +77,7 @@ def with_precision(config, precision):
 
 def make_plan(config, steps, warmup_steps, repeats):
   """The `loops_bench.Plan` of both loops for these flags; ValueError names each bad one."""
-  return loops_bench.make_plan(config, list(LOOPS), steps, warmup_steps,
-                               config.train.steps_per_loop, repeats)
+  return loops_bench.make_plan(config, list(LOOPS), steps, warmup_steps, None, repeats)
 
 
 def measure(config, precisions, plan):
