@@ -18,6 +18,7 @@ from input_pipeline import streaming
 from trainer import checkpoints
 from trainer import controller as controller_lib
 from trainer import cpu_budget
+from trainer import memory
 from trainer import engines
 from trainer import export
 from trainer import loops
@@ -167,7 +168,8 @@ def train_and_evaluate(config, workdir):
   """
   validation.validate(config)
   started = time.time()
-  # Thread pools, then the engine: both must be set up before TensorFlow runs anything.
+  # Allocator and thread pools, then the engine: set up before TensorFlow runs anything.
+  malloc = memory.apply_malloc_setting(config.engine.malloc)
   config, budget = apply_cpu_budget(config)
   engine = engines.create_engine(config.engine)
   validation.validate_topology(config, engine.num_replicas, engine.devices)
@@ -241,6 +243,7 @@ def train_and_evaluate(config, workdir):
       'jit_compile': config.train.jit_compile,
       'peak_learning_rate': optimization.peak_learning_rate(config.train),
       'cpu_budget': budget.to_dict(),
+      'malloc': malloc,
       'nonfinite_steps_skipped': nonfinite_counter.count() if nonfinite_counter else 0,
       'steps': controller.step,
       'start_step': start_step,

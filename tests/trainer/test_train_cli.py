@@ -38,6 +38,7 @@ def test_run_writes_documented_summary(cli_run):
   assert summary['steps'] == 40 and summary['global_batch_size'] == 64
   assert summary['eval_examples'] == 360  # Every held-out example once, no tail dropped.
   assert summary['images_per_second'] > 0
+  assert summary['malloc']['setting'] == 'retain'  # The default allocator setting, applied.
   assert os.path.exists(summary['checkpoint'] + '.index')
   assert os.path.isdir(summary['export'])
 
