@@ -129,7 +129,7 @@ def _spin(seconds):
     pass
 
 
-def test_cpu_use_counts_busy_and_idle_time_and_the_busiest_thread():
+def test_cpu_use_counts_busy_and_idle_time_the_busiest_thread_and_page_faults():
   clock = bench.StopwatchController(10, warmup_steps=5)
   clock.end_of_loop(5, {}, 0.0, False)
   _spin(0.3)  # This thread works...
@@ -139,6 +139,15 @@ def test_cpu_use_counts_busy_and_idle_time_and_the_busiest_thread():
   # Busy about half of the wall time (less if the machine is loaded: CPU time is what it got).
   assert 0.1 < use['cpu_busy'] < 0.7, use
   assert use['busiest_thread_share'] > 0.7, use  # Nearly all of it on this thread.
+  assert use['page_faults_per_step'] >= 0
+
+  clock = bench.StopwatchController(10, warmup_steps=5)
+  clock.end_of_loop(5, {}, 0.0, False)
+  fresh = b'\x01' * (64 << 20)  # Above glibc's largest mmap threshold: new pages, each faulted.
+  clock.end_of_loop(10, {}, 0.0, False)
+  del fresh
+  # 64 MiB is 16,384 pages of 4 KiB over 5 steps (32 of 2 MiB with transparent huge pages).
+  assert clock.cpu_use(cores=1)['page_faults_per_step'] >= 32 / 5
 
   clock = bench.StopwatchController(10, warmup_steps=5)
   clock.end_of_loop(5, {}, 0.0, False)

@@ -32,17 +32,18 @@ def test_command_pins_one_cpu_pairs_every_repeat_and_writes_json(tmp_path, helpe
   assert proc.stdout.splitlines()[0] == (
       'Command: python -m trainer.benchmarks.strategy_overhead ' + ' '.join(args))
   results = json.loads(json_out.read_text())
-  assert results['cpus'] == [0]
+  assert results['cpus'] == [0] and results['config']['malloc'] == 'retain'
   assert results['config']['devices'] == {'default': ['/cpu:0'], 'mirrored': ['/cpu:0']}
   assert list(results['loops']) == ['custom', 'fit']
   for loop, r in results['loops'].items():
     for name in ('default', 'mirrored'):
       assert len(r[name]['runs']) == 2 and all(x > 0 and math.isfinite(x) for x in r[name]['runs'])
+      assert r[name]['page_faults_per_step'] >= 0
     # Each ratio pairs the two engines of the same repeat.
     assert r['ratios'] == pytest.approx(
         [m / d for m, d in zip(r['mirrored']['runs'], r['default']['runs'])])
     assert r['min'] <= r['ratio'] <= r['max']
-    assert any(line.split()[:1] == [loop] and line.split()[-1] in ('pass', 'FAIL')
+    assert any(line.split()[:1] == [loop] and line.split()[-3] in ('pass', 'FAIL')
                for line in proc.stdout.splitlines()), proc.stdout
 
 

@@ -32,6 +32,7 @@ import functools
 import gc
 import json
 import os
+import resource
 import shlex
 import statistics
 import sys
@@ -52,6 +53,7 @@ from input_pipeline import sources
 from trainer import engines
 from trainer import experiment
 from trainer import loops as loops_lib
+from trainer import memory
 
 _COMMAND = 'python -m trainer.benchmarks.loops'
 _DEFAULT_CONFIG = 'configs/default.py'
@@ -104,7 +106,8 @@ class StopwatchController:
   The loops call `end_of_loop` after reading the window's metrics, i.e. once its steps have run.
   There is no evaluation, checkpoint or logging in between to disturb the measurement. The stamps
   at the end of the warm-up (`warmup_steps`) and at the last step also read this process's CPU
-  time, in total and per thread, for `cpu_use` (only those two: the reads are not free).
+  time, in total and per thread, and its page faults, for `cpu_use` (only those two: the reads
+  are not free).
   """
 
   def __init__(self, total_steps, warmup_steps=0):
@@ -113,7 +116,7 @@ class StopwatchController:
     self.warmup_steps = warmup_steps
     self.marks = []  # (step, time.perf_counter()) at the end of each window
     # At the end of the warm-up and of the last window: step -> (time.process_time(),
-    # thread_cpu_seconds()).
+    # thread_cpu_seconds(), minor page faults so far).
     self.cpu_marks = {}
     self.train_metrics = {}
 
@@ -121,7 +124,8 @@ class StopwatchController:
     """Records the time at which the loop reached `step`; arguments as `Controller.end_of_loop`."""
     del seconds, evaluate  # The clock is read here, across windows; nothing is evaluated.
     if step in (self.warmup_steps, self.total_steps):
-      self.cpu_marks[step] = (time.process_time(), thread_cpu_seconds())
+      self.cpu_marks[step] = (time.process_time(), thread_cpu_seconds(),
+                              resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
     self.marks.append((step, time.perf_counter()))
     self.step = step
     self.train_metrics = dict(train_metrics)
@@ -150,14 +154,18 @@ class StopwatchController:
       time (the rest was spent waiting: for peers, input, or other processes on the core);
       `busiest_thread_share`: the fraction of those CPU seconds used by the busiest thread (with
       one intra-op thread, the one running the step's kernels; threads that ended before the
-      last stamp are not counted), None without /proc.
+      last stamp are not counted), None without /proc;
+      `page_faults_per_step`: the process's minor page faults (pages the kernel had to supply,
+      zeroed) per measured step; near 0 when each step reuses memory freed by the last.
     """
     (step0, wall0), (step1, wall1) = self._measured()
-    (cpu0, threads0), (cpu1, threads1) = self.cpu_marks[step0], self.cpu_marks[step1]
+    (cpu0, threads0, faults0) = self.cpu_marks[step0]
+    (cpu1, threads1, faults1) = self.cpu_marks[step1]
     used = [seconds - threads0.get(tid, 0.0) for tid, seconds in threads1.items()]
     total = sum(used)
     return {'cpu_busy': (cpu1 - cpu0) / ((wall1 - wall0) * cores),
-            'busiest_thread_share': max(used) / total if used and total > 0 else None}
+            'busiest_thread_share': max(used) / total if used and total > 0 else None,
+            'page_faults_per_step': (faults1 - faults0) / (step1 - step0)}
 
 
 class LoopMeasurement(typing.NamedTuple):
@@ -245,6 +253,7 @@ def measure_loop(loop, config, engine, source, plan):
     A `LoopMeasurement`: the images/s over the measured steps, the train metrics of the last
     window, and the process's `StopwatchController.cpu_use` over the measured steps.
   """
+  memory.apply_malloc_setting(config.engine.malloc)  # As train_and_evaluate does.
   tf_keras.backend.clear_session()
   gc.collect()
   tf_keras.utils.set_random_seed(config.seed)

@@ -68,35 +68,39 @@ def run_benchmark(config, plan):
   """Measures both engines with every loop of `plan`, `plan.repeats` times, in pairs.
 
   Returns:
-    A JSON-serializable dict: `config` (model, batch, source), the plan's fields, and `loops`:
-    per loop, per engine the `runs` (images/s per repeat) and their median, and `ratios` (paired
-    mirrored / default per repeat), `ratio` (their median), `min`, `max`, and `target`.
+    A JSON-serializable dict: `config` (model, batch, source, `malloc`), the plan's fields, and
+    `loops`: per loop, per engine the `runs` (images/s per repeat), their median and the median
+    `page_faults_per_step` (`StopwatchController.cpu_use`), and `ratios` (paired mirrored /
+    default per repeat), `ratio` (their median), `min`, `max`, and `target`.
   """
   configs = engine_configs(config)
   # Engines first: logical devices must be configured before any other TensorFlow op.
   created = {name: engines.create_engine(c.engine) for name, c in configs.items()}
   source = sources.create_source(config.data, config.seed)
   runs = {loop: {name: [] for name in ENGINES} for loop in plan.loops}
+  faults = {loop: {name: [] for name in ENGINES} for loop in plan.loops}
   for repeat in range(plan.repeats):
     order = ENGINES if repeat % 2 == 0 else ENGINES[::-1]
     for loop in plan.loops:
       for name in order:
-        rate = loops_bench.measure_loop(loop, configs[name], created[name], source,
-                                       plan).images_per_second
-        runs[loop][name].append(rate)
+        measured = loops_bench.measure_loop(loop, configs[name], created[name], source, plan)
+        runs[loop][name].append(measured.images_per_second)
+        faults[loop][name].append(measured.cpu_use['page_faults_per_step'])
         logging.info('repeat %d/%d %-6s %-8s %.0f images/s', repeat + 1, plan.repeats, loop, name,
-                     rate)
+                     measured.images_per_second)
   results = {}
   for loop, by_engine in runs.items():
     ratios = [m / d for m, d in zip(by_engine['mirrored'], by_engine['default'])]
     results[loop] = {
-        **{name: {'runs': rates, 'images_per_second': statistics.median(rates)}
+        **{name: {'runs': rates, 'images_per_second': statistics.median(rates),
+                  'page_faults_per_step': statistics.median(faults[loop][name])}
            for name, rates in by_engine.items()},
         'ratios': ratios, 'ratio': statistics.median(ratios), 'min': min(ratios),
         'max': max(ratios), 'target': TARGET}
   return {'config': {'model': config.model.name, 'global_batch_size': config.train.global_batch_size,
                      'steps_per_loop': config.train.steps_per_loop,
-                     'data_source': config.data.source, 'tensorflow': tf.__version__,
+                     'data_source': config.data.source, 'malloc': config.engine.malloc,
+                     'tensorflow': tf.__version__,
                      'devices': {name: list(e.devices) for name, e in created.items()}},
           'steps': plan.steps, 'warmup_steps': plan.warmup_steps, 'repeats': plan.repeats,
           'cpus': sorted(os.sched_getaffinity(0)), 'loops': results}
@@ -107,20 +111,23 @@ def format_report(results):
   c = results['config']
   lines = [
       f"Model {c['model']} | batch {c['global_batch_size']} | steps_per_loop "
-      f"{c['steps_per_loop']} | data {c['data_source']} | CPU {results['cpus']} (1 thread) | "
-      f"TensorFlow {c['tensorflow']}",
+      f"{c['steps_per_loop']} | data {c['data_source']} | malloc {c['malloc']} | "
+      f"CPU {results['cpus']} (1 thread) | TensorFlow {c['tensorflow']}",
       f"{results['repeats']} paired repeats of {results['warmup_steps']} warm-up + "
-      f"{results['steps']} measured steps per engine and loop.",
+      f"{results['steps']} measured steps per engine and loop; images/s and page faults per "
+      'step are medians.',
       '',
       f"{'loop':<8}{'default':>10}{'mirrored x1':>13}  {'paired ratio [min-max]':<24}{'target':>8}"
-      f"{'result':>8}",
+      f"{'result':>8}{'faults/step default':>21}{'mirrored':>10}",
   ]
   for loop, r in results['loops'].items():
     spread = f"{r['ratio']:.3f} [{r['min']:.2f}-{r['max']:.2f}]"
     verdict = 'pass' if r['ratio'] >= r['target'] else 'FAIL'
     lines.append(f"{loop:<8}{r['default']['images_per_second']:>10.0f}"
                  f"{r['mirrored']['images_per_second']:>13.0f}  {spread:<24}"
-                 f"{'>= ' + format(r['target'], '.2f'):>8}{verdict:>8}")
+                 f"{'>= ' + format(r['target'], '.2f'):>8}{verdict:>8}"
+                 f"{r['default']['page_faults_per_step']:>21.0f}"
+                 f"{r['mirrored']['page_faults_per_step']:>10.0f}")
   return '\n'.join(lines)
 
 
