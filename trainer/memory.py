@@ -4,11 +4,10 @@ TensorFlow's CPU tensors come from the C library's `malloc`. With glibc's defaul
 freed at the end of a step can be returned to the OS (the heap is trimmed, or an arena's top is
 released with madvise), and the next step's allocation of the same size then faults every page in
 again: the kernel zeroes each 4 KiB page on first touch. Whether that happens depends on the order
-of allocations, so two equivalent steps can differ. Measured on this project's 2-core VM: the
-custom loop on MirroredStrategy x1 took 1.37 million page faults in 650 steps of small_cnn at
-batch 64 (~2,100 per step, 26% of its CPU time in the kernel) where fit on the same engine took
-90 thousand; its images/s was 0.75x fit's. With freed memory kept, it took 88 thousand and ran as
-fast as fit (README, "Memory allocator").
+of allocations, so two equivalent steps can differ. On this project's 2-core VM the custom loop on
+MirroredStrategy x1 (small_cnn, batch 64) took 451 page faults per step where the same loop without
+a strategy took 1, and ran at 0.85 of its images/s; with freed memory kept, 1 fault per step and
+0.99 (`python -m trainer.benchmarks.strategy_overhead`, README "Memory allocator").
 
 `engine.malloc`:
 
