@@ -18,10 +18,10 @@ from input_pipeline import streaming
 from trainer import checkpoints
 from trainer import controller as controller_lib
 from trainer import cpu_budget
-from trainer import memory
 from trainer import engines
 from trainer import export
 from trainer import loops
+from trainer import memory
 from trainer import model as model_lib
 from trainer import optimization
 from trainer import steps
