@@ -1,7 +1,6 @@
 """engine.malloc: 'retain' keeps freed memory in the process; 'system' leaves glibc's defaults."""
 
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -9,8 +8,6 @@ import sys
 import pytest
 
 from trainer import memory
-
-_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # Allocates, touches and frees 64 blocks of 1 MiB twice, counting the minor page faults (pages the
 # kernel had to supply) of each round. Runs in a fresh process: mallopt settings are process-wide.
@@ -35,8 +32,8 @@ print(json.dumps({'applied': applied, 'faults': faults}))
 '''
 
 
-def _rounds(setting):
-  result = subprocess.run([sys.executable, '-c', _ROUNDS, setting], cwd=_REPO, capture_output=True,
+def _rounds(repo, setting):
+  result = subprocess.run([sys.executable, '-c', _ROUNDS, setting], cwd=repo, capture_output=True,
                           text=True, timeout=120, check=True)
   return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -45,8 +42,8 @@ glibc_only = pytest.mark.skipif(platform.libc_ver()[0] != 'glibc', reason='mallo
 
 
 @glibc_only
-def test_retain_keeps_freed_memory_for_the_next_allocations():
-  out = _rounds('retain')
+def test_retain_keeps_freed_memory_for_the_next_allocations(helpers):
+  out = _rounds(helpers.repo, 'retain')
   assert out['applied'] == {'setting': 'retain', 'applied': True}
   first, second = out['faults']
   assert first >= 64 * 256 // 2  # The first round really faulted its 64 MiB in (4 KiB pages).
@@ -54,8 +51,8 @@ def test_retain_keeps_freed_memory_for_the_next_allocations():
 
 
 @glibc_only
-def test_system_leaves_the_c_library_defaults():
-  out = _rounds('system')
+def test_system_leaves_the_c_library_defaults(helpers):
+  out = _rounds(helpers.repo, 'system')
   assert out['applied'] == {'setting': 'system', 'applied': None}
   # glibc maps blocks of 1 MiB (above its 128 KiB start threshold) and unmaps them when freed, so
   # the second round needs fresh pages too: the behaviour 'retain' changes.
