@@ -50,6 +50,10 @@ def get_config():
   # next step's tensors then need no fresh, zeroed pages from the kernel), 'system' leaves the C
   # library's defaults. See trainer/memory.py.
   config.engine.malloc = 'retain'
+  # 'horovod': scheduling priority of Horovod's own threads (its background thread and Gloo's):
+  # 'normal', 'low' (nice 19), 'idle' (SCHED_IDLE: they run when the step's threads wait), or
+  # 'auto': 'idle' when this process has one core (pinned ranks), else 'normal'.
+  config.engine.horovod_threads = 'auto'
 
   config.model = ml_collections.ConfigDict()
   # 'small_cnn' (Conv-SE-Pool-Dense, 8x8 to 64x64 inputs), 'resnet_cifar' (ResNet-20 style,

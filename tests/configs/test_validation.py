@@ -57,6 +57,7 @@ BAD_VALUES = [
     ('train.profile_steps', (5, 2), '0 <= start <= stop'),
     ('engine.cpu_budget', 'half', "'auto', 'off'"),
     ('engine.malloc', 'keep', "'retain', 'system'"),
+    ('engine.horovod_threads', 'lowest', "'auto', 'normal', 'low', 'idle'"),
     ('engine.intra_op_threads', 0, 'positive integer (or -1)'),
     ('model.data_format', 'nchw', "'channels_last', 'channels_first'"),
 ]

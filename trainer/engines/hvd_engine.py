@@ -3,9 +3,13 @@
 Every line specific to Horovod carries a `# Horovod:` note, as in Horovod's own examples.
 """
 
+import os
+
+from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from trainer import cpu_budget
 from trainer.engines import base
 
 INSTALL_HINT = (
@@ -24,16 +28,68 @@ def import_horovod():
   return hvd, hvd_keras
 
 
+def _thread_ids():
+  """The ids of this process's threads (Linux), or an empty set where /proc is missing."""
+  try:
+    return {int(tid) for tid in os.listdir('/proc/self/task')}
+  except OSError:
+    return set()
+
+
+def resolve_thread_priority(setting, cores):
+  """The priority `engine.horovod_threads` means for a process with `cores` CPUs to itself.
+
+  'auto' is 'idle' on one core, where Horovod's threads can only run by preempting the step's
+  (pinned ranks, one core each), and 'normal' with more (a GPU node's ranks have several cores, and
+  a starved background thread would hold back every all-reduce).
+  """
+  if setting != 'auto':
+    return setting
+  return 'idle' if cores <= 1 else 'normal'
+
+
+def set_thread_priority(thread_ids, priority):
+  """Gives each thread of `thread_ids` the scheduling `priority` ('normal', 'low' or 'idle').
+
+  'normal' leaves the threads as they are; 'low' sets nice 19; 'idle' sets SCHED_IDLE (the thread
+  runs only when no other thread of the core wants it). Linux only; elsewhere nothing is changed.
+
+  Returns:
+    (priority, number of threads it was applied to).
+  """
+  applied = 0
+  for tid in sorted(thread_ids):
+    try:
+      if priority == 'low':
+        os.setpriority(os.PRIO_PROCESS, tid, 19)
+      elif priority == 'idle':
+        os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+      else:
+        continue
+      applied += 1
+    except (OSError, AttributeError) as e:  # The thread ended, or no such call on this system.
+      logging.warning('engine.horovod_threads=%r: thread %d left as is (%s)', priority, tid, e)
+  return priority, applied
+
+
 class HorovodEngine(base.Engine):
   """Data parallelism across Horovod ranks; started by `horovodrun` (or launch/local.py)."""
 
   name = 'horovod'
 
   def __init__(self, engine_config):
-    del engine_config
     self.hvd, self.hvd_keras = import_horovod()
     # Horovod: initialize before any other TensorFlow work.
+    before = _thread_ids()
     self.hvd.init()
+    # Horovod: its background thread (negotiation every HOROVOD_CYCLE_TIME ms) and Gloo's threads
+    # are the ones hvd.init() started; on a rank's only core they run at the step's expense.
+    self.thread_ids = _thread_ids() - before
+    priority = resolve_thread_priority(engine_config.horovod_threads,
+                                       cpu_budget.available_cores()[0])
+    self.thread_priority, applied = set_thread_priority(self.thread_ids, priority)
+    logging.info("Horovod's %d thread(s): %s priority, set on %d (engine.horovod_threads=%r)",
+                 len(self.thread_ids), priority, applied, engine_config.horovod_threads)
     # Horovod: pin one GPU per process, chosen by local rank (untested here: no GPU in CI).
     gpus = tf.config.list_physical_devices('GPU')
     if gpus:
