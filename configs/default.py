@@ -52,7 +52,7 @@ def get_config():
   config.engine.malloc = 'retain'
   # 'horovod': scheduling priority of Horovod's own threads (its background thread and Gloo's):
   # 'normal', 'low' (nice 19), 'idle' (SCHED_IDLE: they run when the step's threads wait), or
-  # 'auto': 'idle' when this process has one core (pinned ranks), else 'normal'.
+  # 'auto': 'idle' for a rank pinned to one CPU, else 'normal'.
   config.engine.horovod_threads = 'auto'
 
   config.model = ml_collections.ConfigDict()

@@ -9,7 +9,6 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from trainer import cpu_budget
 from trainer.engines import base
 
 INSTALL_HINT = (
@@ -36,16 +35,22 @@ def _thread_ids():
     return set()
 
 
-def resolve_thread_priority(setting, cores):
-  """The priority `engine.horovod_threads` means for a process with `cores` CPUs to itself.
+def resolve_thread_priority(setting, allowed_cpus):
+  """The priority `engine.horovod_threads` means for a process allowed to run on `allowed_cpus` CPUs.
 
-  'auto' is 'idle' on one core, where Horovod's threads can only run by preempting the step's
-  (pinned ranks, one core each), and 'normal' with more (a GPU node's ranks have several cores, and
-  a starved background thread would hold back every all-reduce).
+  'auto' is 'idle' for a rank pinned to one CPU (`launch.local --pin_cpus`, Slurm's binding,
+  taskset), where Horovod's threads can only run by preempting the step's, and 'normal' otherwise:
+  a GPU node's ranks have several cores, and on cores shared with other processes a starved
+  background thread would hold back every all-reduce.
   """
   if setting != 'auto':
     return setting
-  return 'idle' if cores <= 1 else 'normal'
+  return 'idle' if allowed_cpus == 1 else 'normal'
+
+
+def _allowed_cpus():
+  """How many CPUs this process may run on (its affinity), or None where that is unknown."""
+  return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else None
 
 
 def set_thread_priority(thread_ids, priority):
@@ -85,8 +90,7 @@ class HorovodEngine(base.Engine):
     # Horovod: its background thread (negotiation every HOROVOD_CYCLE_TIME ms) and Gloo's threads
     # are the ones hvd.init() started; on a rank's only core they run at the step's expense.
     self.thread_ids = _thread_ids() - before
-    priority = resolve_thread_priority(engine_config.horovod_threads,
-                                       cpu_budget.available_cores()[0])
+    priority = resolve_thread_priority(engine_config.horovod_threads, _allowed_cpus())
     self.thread_priority, applied = set_thread_priority(self.thread_ids, priority)
     logging.info("Horovod's %d thread(s): %s priority, set on %d (engine.horovod_threads=%r)",
                  len(self.thread_ids), priority, applied, engine_config.horovod_threads)

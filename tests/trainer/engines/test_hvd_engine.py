@@ -13,11 +13,11 @@ from trainer.engines import hvd_engine
 linux_only = pytest.mark.skipif(not hasattr(os, 'SCHED_IDLE'), reason='per-thread priorities: Linux')
 
 
-@pytest.mark.parametrize('setting, cores, expected', [
-    ('auto', 1, 'idle'), ('auto', 2, 'normal'), ('auto', 16, 'normal'),
+@pytest.mark.parametrize('setting, allowed_cpus, expected', [
+    ('auto', 1, 'idle'), ('auto', 2, 'normal'), ('auto', 16, 'normal'), ('auto', None, 'normal'),
     ('normal', 1, 'normal'), ('low', 8, 'low'), ('idle', 8, 'idle')])
-def test_auto_priority_is_idle_on_one_core_and_normal_with_more(setting, cores, expected):
-  assert hvd_engine.resolve_thread_priority(setting, cores) == expected
+def test_auto_priority_is_idle_when_pinned_to_one_cpu_else_normal(setting, allowed_cpus, expected):
+  assert hvd_engine.resolve_thread_priority(setting, allowed_cpus) == expected
 
 
 @linux_only
