@@ -56,8 +56,8 @@ def _allowed_cpus():
 def set_thread_priority(thread_ids, priority):
   """Gives each thread of `thread_ids` the scheduling `priority` ('normal', 'low' or 'idle').
 
-  'normal' leaves the threads as they are; 'low' sets nice 19; 'idle' sets SCHED_IDLE (the thread
-  runs only when no other thread of the core wants it). Linux only; elsewhere nothing is changed.
+  'normal' leaves the threads as they are; 'low' sets nice 19; 'idle' sets SCHED_IDLE (the lowest
+  weight: in practice the thread runs when no other thread of its core wants to). Linux only; elsewhere nothing is changed.
 
   Returns:
     (priority, number of threads it was applied to).
