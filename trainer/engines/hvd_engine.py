@@ -36,7 +36,7 @@ def _thread_ids():
 
 
 def resolve_thread_priority(setting, allowed_cpus):
-  """The priority `engine.horovod_threads` means for a process allowed to run on `allowed_cpus` CPUs.
+  """The priority `engine.horovod_threads` means for a process allowed `allowed_cpus` CPUs.
 
   'auto' is 'idle' for a rank pinned to one CPU (`launch.local --pin_cpus`, Slurm's binding,
   taskset), where Horovod's threads can only run by preempting the step's, and 'normal' otherwise:
@@ -57,7 +57,8 @@ def set_thread_priority(thread_ids, priority):
   """Gives each thread of `thread_ids` the scheduling `priority` ('normal', 'low' or 'idle').
 
   'normal' leaves the threads as they are; 'low' sets nice 19; 'idle' sets SCHED_IDLE (the lowest
-  weight: in practice the thread runs when no other thread of its core wants to). Linux only; elsewhere nothing is changed.
+  weight: in practice the thread runs when no other thread of its core wants to). Linux only;
+  elsewhere nothing is changed.
 
   Returns:
     (priority, number of threads it was applied to).

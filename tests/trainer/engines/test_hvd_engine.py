@@ -10,7 +10,8 @@ import pytest
 
 from trainer.engines import hvd_engine
 
-linux_only = pytest.mark.skipif(not hasattr(os, 'SCHED_IDLE'), reason='per-thread priorities: Linux')
+linux_only = pytest.mark.skipif(not hasattr(os, 'SCHED_IDLE'),
+                                reason='per-thread priorities: Linux')
 
 
 @pytest.mark.parametrize('setting, allowed_cpus, expected', [
@@ -32,7 +33,8 @@ def test_set_thread_priority_changes_only_the_given_threads():
     assert hvd_engine.set_thread_priority({low}, 'low') == ('low', 1)
     assert hvd_engine.set_thread_priority({untouched}, 'normal') == ('normal', 0)
     assert os.sched_getscheduler(idle) == os.SCHED_IDLE
-    assert os.sched_getscheduler(low) == os.SCHED_OTHER and os.getpriority(os.PRIO_PROCESS, low) == 19
+    assert os.sched_getscheduler(low) == os.SCHED_OTHER
+    assert os.getpriority(os.PRIO_PROCESS, low) == 19
     assert os.sched_getscheduler(untouched) == os.SCHED_OTHER
     assert os.getpriority(os.PRIO_PROCESS, untouched) == os.getpriority(os.PRIO_PROCESS, 0)
     assert os.sched_getscheduler(0) == os.SCHED_OTHER  # This (main) thread kept its priority.
@@ -49,7 +51,7 @@ def test_a_thread_that_has_ended_is_skipped_with_a_warning():
   assert hvd_engine.set_thread_priority({thread.native_id}, 'idle') == ('idle', 0)
 
 
-# One Horovod rank in a fresh process (priorities cannot be raised again by an unprivileged process).
+# One Horovod rank in a fresh process (an unprivileged process cannot raise priorities again).
 _ENGINE = r'''
 import json, os, sys
 import tensorflow as tf
@@ -59,8 +61,9 @@ config = default.get_config()
 config.engine.horovod_threads = sys.argv[1]
 engine = hvd_engine.HorovodEngine(config.engine)
 total = float(engine.all_reduce_sum(tf.constant(2.0)))  # Horovod's threads still do their work.
-print(json.dumps({'priority': engine.thread_priority, 'main': os.sched_getscheduler(0), 'total': total,
-                  'policies': [os.sched_getscheduler(t) for t in sorted(engine.thread_ids)]}))
+policies = [os.sched_getscheduler(tid) for tid in sorted(engine.thread_ids)]
+print(json.dumps({'priority': engine.thread_priority, 'main': os.sched_getscheduler(0),
+                  'total': total, 'policies': policies}))
 '''
 
 
@@ -74,6 +77,7 @@ def test_horovod_threads_setting_applies_to_the_threads_hvd_init_started(setting
   out = json.loads(result.stdout.strip().splitlines()[-1])
   policy = os.SCHED_IDLE if setting == 'idle' else os.SCHED_OTHER
   assert out['priority'] == setting
-  assert len(out['policies']) >= 1 and set(out['policies']) == {policy}  # Background thread, Gloo's.
+  # Horovod's background thread and Gloo's, all given the setting.
+  assert len(out['policies']) >= 1 and set(out['policies']) == {policy}
   assert out['main'] == os.SCHED_OTHER  # The step's threads keep theirs.
   assert out['total'] == 2.0
