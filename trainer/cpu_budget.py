@@ -87,6 +87,11 @@ def local_processes(env):
   return 1
 
 
+def affinity_cpus():
+  """How many CPUs this process may run on (its affinity), or None where that is unknown."""
+  return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else None
+
+
 def available_cores(env=None, affinity=None, quota=None, machine_cpus=None):
   """(cores this process may use, the limits that applied) from affinity, quota, Slurm, neighbours.
 
@@ -95,8 +100,7 @@ def available_cores(env=None, affinity=None, quota=None, machine_cpus=None):
   env = os.environ if env is None else env
   machine_cpus = machine_cpus or os.cpu_count() or 1
   if affinity is None:
-    affinity = (len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity')
-                else machine_cpus)
+    affinity = affinity_cpus() or machine_cpus
   quota = cgroup_quota() if quota is None else quota
   limits = {'affinity': affinity}
   cores = affinity

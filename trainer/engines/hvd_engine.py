@@ -9,6 +9,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from trainer import cpu_budget
 from trainer.engines import base
 
 INSTALL_HINT = (
@@ -48,11 +49,6 @@ def resolve_thread_priority(setting, allowed_cpus):
   return 'idle' if allowed_cpus == 1 else 'normal'
 
 
-def _allowed_cpus():
-  """How many CPUs this process may run on (its affinity), or None where that is unknown."""
-  return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else None
-
-
 def set_thread_priority(thread_ids, priority):
   """Gives each thread of `thread_ids` the scheduling `priority` ('normal', 'low' or 'idle').
 
@@ -61,7 +57,7 @@ def set_thread_priority(thread_ids, priority):
   elsewhere nothing is changed.
 
   Returns:
-    (priority, number of threads it was applied to).
+    The number of threads it was applied to.
   """
   applied = 0
   for tid in sorted(thread_ids):
@@ -75,7 +71,7 @@ def set_thread_priority(thread_ids, priority):
       applied += 1
     except (OSError, AttributeError) as e:  # The thread ended, or no such call on this system.
       logging.warning('engine.horovod_threads=%r: thread %d left as is (%s)', priority, tid, e)
-  return priority, applied
+  return applied
 
 
 class HorovodEngine(base.Engine):
@@ -91,10 +87,12 @@ class HorovodEngine(base.Engine):
     # Horovod: its background thread (negotiation every HOROVOD_CYCLE_TIME ms) and Gloo's threads
     # are the ones hvd.init() started; on a rank's only core they run at the step's expense.
     self.thread_ids = _thread_ids() - before
-    priority = resolve_thread_priority(engine_config.horovod_threads, _allowed_cpus())
-    self.thread_priority, applied = set_thread_priority(self.thread_ids, priority)
+    self.thread_priority = resolve_thread_priority(engine_config.horovod_threads,
+                                                   cpu_budget.affinity_cpus())
+    applied = set_thread_priority(self.thread_ids, self.thread_priority)
     logging.info("Horovod's %d thread(s): %s priority, set on %d (engine.horovod_threads=%r)",
-                 len(self.thread_ids), priority, applied, engine_config.horovod_threads)
+                 len(self.thread_ids), self.thread_priority, applied,
+                 engine_config.horovod_threads)
     # Horovod: pin one GPU per process, chosen by local rank (untested here: no GPU in CI).
     gpus = tf.config.list_physical_devices('GPU')
     if gpus:

@@ -30,9 +30,9 @@ def test_set_thread_priority_changes_only_the_given_threads():
     thread.start()
   try:
     idle, low, untouched = (thread.native_id for thread in threads)
-    assert hvd_engine.set_thread_priority({idle}, 'idle') == ('idle', 1)
-    assert hvd_engine.set_thread_priority({low}, 'low') == ('low', 1)
-    assert hvd_engine.set_thread_priority({untouched}, 'normal') == ('normal', 0)
+    assert hvd_engine.set_thread_priority({idle}, 'idle') == 1
+    assert hvd_engine.set_thread_priority({low}, 'low') == 1
+    assert hvd_engine.set_thread_priority({untouched}, 'normal') == 0
     assert os.sched_getscheduler(idle) == os.SCHED_IDLE
     assert os.sched_getscheduler(low) == os.SCHED_OTHER
     assert os.getpriority(os.PRIO_PROCESS, low) == 19
@@ -52,7 +52,7 @@ def test_a_thread_that_is_gone_is_skipped_with_a_warning(caplog):
   with open('/proc/sys/kernel/pid_max') as f:
     gone = int(f.read())
   with caplog.at_level(logging.WARNING):
-    assert hvd_engine.set_thread_priority({gone}, 'idle') == ('idle', 0)
+    assert hvd_engine.set_thread_priority({gone}, 'idle') == 0
   assert f'thread {gone} left as is' in caplog.text
 
 
