@@ -81,6 +81,21 @@ def augment_decoded(image, image_shape, augment, seed):
   return tf.ensure_shape(image, (height, width, channels))
 
 
+def augment_decoded_batch(images, image_shape, augment, seeds):
+  """`augment_decoded` of a batch of decoded images; `seeds` holds one 3-element seed per image.
+
+  'none' resizes the whole batch at once (if needed); a random augmentation runs per image with
+  its own seed inside one op (`tf.map_fn`), so the result equals `augment_decoded` image by image.
+  """
+  if augment == 'none':
+    height, width, _ = image_shape
+    if images.shape[1] != height or images.shape[2] != width:
+      images = _resize(images, height, width)
+    return tf.ensure_shape(images, (images.shape[0],) + tuple(image_shape))
+  return tf.map_fn(lambda args: augment_decoded(args[0], image_shape, augment, args[1]),
+                   (images, seeds), fn_output_signature=tf.TensorSpec(image_shape, tf.float32))
+
+
 def preprocess_for_train(encoded, image_shape, augment, seed):
   """Decodes and augments one training image to `image_shape` (height, width, channels).
 
@@ -103,13 +118,14 @@ def preprocess_for_train(encoded, image_shape, augment, seed):
 
 
 def eval_decoded(image, image_shape, augment):
-  """One decoded eval image: a central crop for 'random_resized_crop' training, then a resize."""
+  """A decoded eval image, or a batch of them: a central crop for 'random_resized_crop' training,
+  then a resize."""
   height, width, _ = image_shape
   if augment == 'random_resized_crop':
     image = tf.image.central_crop(image, _EVAL_CROP_FRACTION)
-  if image.shape[0] != height or image.shape[1] != width:
+  if image.shape[-3] != height or image.shape[-2] != width:
     image = _resize(image, height, width)
-  return tf.ensure_shape(image, image_shape)
+  return tf.ensure_shape(image, tuple(image.shape[:-3]) + tuple(image_shape))
 
 
 def preprocess_for_eval(encoded, image_shape, augment):

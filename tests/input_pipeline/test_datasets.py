@@ -92,9 +92,9 @@ def _stream_ids(config, source, num_pipelines=1, replicas_per_pipeline=1, num_st
 
 
 def _mapped_ids(start, stop, num_examples, seed):
-  """`train_example_id` of every position in [start, stop)."""
+  """`train_example_ids` of every position in [start, stop)."""
   dataset = tf.data.Dataset.range(start, stop).map(
-      lambda position: datasets.train_example_id(position, num_examples, seed))
+      lambda position: datasets.train_example_ids(position, num_examples, seed))
   return np.concatenate(list(dataset.batch(4096).as_numpy_iterator()))
 
 
@@ -111,14 +111,14 @@ def _ceil_div(a, b):
 
 
 @pytest.mark.parametrize('num_examples', [1, 2, 7, 100, 1437])
-def test_train_example_id_is_a_permutation_within_each_epoch(num_examples):
+def test_train_example_ids_are_a_permutation_within_each_epoch(num_examples):
   ids = _mapped_ids(0, 3 * num_examples, num_examples, seed=0)
 
   for epoch in range(3):
     _assert_permutation(ids[epoch * num_examples:(epoch + 1) * num_examples], num_examples)
 
 
-def test_train_example_id_reshuffles_each_epoch_and_depends_on_the_seed():
+def test_train_example_ids_reshuffles_each_epoch_and_depends_on_the_seed():
   num_examples = 500
   seed0 = _mapped_ids(0, 2 * num_examples, num_examples, seed=0)
   seed0_again = _mapped_ids(0, 2 * num_examples, num_examples, seed=0)
@@ -128,6 +128,14 @@ def test_train_example_id_reshuffles_each_epoch_and_depends_on_the_seed():
   assert not np.array_equal(seed0[:num_examples], seed0[num_examples:])  # epoch 0 vs epoch 1
   assert not np.array_equal(seed0[:num_examples], np.arange(num_examples))  # actually shuffled
   assert not np.array_equal(seed0[:num_examples], seed1)
+
+
+@pytest.mark.parametrize('start,stop', [(0, 1), (90, 130), (95, 330), (0, 400)])
+def test_train_example_ids_of_a_vector_equal_those_of_each_position(start, stop):
+  # Vectors spanning up to 4 epochs of 100 examples; each position mapped alone is the reference.
+  ids = datasets.train_example_ids(tf.range(start, stop, dtype=tf.int64), 100, 3).numpy()
+
+  np.testing.assert_array_equal(ids, _mapped_ids(start, stop, 100, 3))
 
 
 # --- Training: end to end through create_train_dataset -----------------------------------------

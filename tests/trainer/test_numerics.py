@@ -148,7 +148,7 @@ def _poison_one_training_example(monkeypatch, config):
   create_source = sources.create_source
   source = create_source(config.data, config.seed)
   # The example the stream serves at position 100: inside the global batch of step 1.
-  poisoned = int(datasets.train_example_id(100, source.num_train_examples, config.seed))
+  poisoned = int(datasets.train_example_ids(100, source.num_train_examples, config.seed))
   images = source.train_images.copy()
   images[poisoned] = np.nan
   monkeypatch.setattr(sources, 'create_source',
@@ -156,7 +156,7 @@ def _poison_one_training_example(monkeypatch, config):
                                                      source.eval_labels, source.num_classes))
   batch = datasets.examples_per_step(config)
   positions = np.arange(config.train.num_train_steps * batch)
-  ids = np.array([int(datasets.train_example_id(p, source.num_train_examples, config.seed))
+  ids = np.array([int(datasets.train_example_ids(p, source.num_train_examples, config.seed))
                   for p in positions])
   return sorted({int(p) // batch for p in positions[ids == poisoned]})
 
