@@ -62,6 +62,15 @@ def _stateless_seed(seed):
   return tf.cast(tf.stack([seed[0] * 1000003 + seed[1], seed[2]]), tf.int64)
 
 
+def _to_shape(images, image_shape):
+  """An image or a batch resized to `image_shape`'s height and width if they differ, with that
+  static shape (any leading batch dimension kept)."""
+  height, width, _ = image_shape
+  if images.shape[-3] != height or images.shape[-2] != width:
+    images = _resize(images, height, width)
+  return tf.ensure_shape(images, tuple(images.shape[:-3]) + tuple(image_shape))
+
+
 def augment_decoded(image, image_shape, augment, seed):
   """Augments one already decoded float image to `image_shape` (in-memory sources).
 
@@ -76,8 +85,8 @@ def augment_decoded(image, image_shape, augment, seed):
     image = tf.image.stateless_random_flip_left_right(image, seed=seed + 1)
   elif augment == 'flip_crop':
     image = _flip_crop(image, height, width, seed)
-  elif image.shape[0] != height or image.shape[1] != width:
-    image = _resize(image, height, width)
+  else:
+    return _to_shape(image, image_shape)
   return tf.ensure_shape(image, (height, width, channels))
 
 
@@ -88,10 +97,7 @@ def augment_decoded_batch(images, image_shape, augment, seeds):
   its own seed inside one op (`tf.map_fn`), so the result equals `augment_decoded` image by image.
   """
   if augment == 'none':
-    height, width, _ = image_shape
-    if images.shape[1] != height or images.shape[2] != width:
-      images = _resize(images, height, width)
-    return tf.ensure_shape(images, (images.shape[0],) + tuple(image_shape))
+    return _to_shape(images, image_shape)
   return tf.map_fn(lambda args: augment_decoded(args[0], image_shape, augment, args[1]),
                    (images, seeds), fn_output_signature=tf.TensorSpec(image_shape, tf.float32))
 
@@ -120,12 +126,9 @@ def preprocess_for_train(encoded, image_shape, augment, seed):
 def eval_decoded(image, image_shape, augment):
   """A decoded eval image, or a batch of them: a central crop for 'random_resized_crop' training,
   then a resize."""
-  height, width, _ = image_shape
   if augment == 'random_resized_crop':
     image = tf.image.central_crop(image, _EVAL_CROP_FRACTION)
-  if image.shape[-3] != height or image.shape[-2] != width:
-    image = _resize(image, height, width)
-  return tf.ensure_shape(image, tuple(image.shape[:-3]) + tuple(image_shape))
+  return _to_shape(image, image_shape)
 
 
 def preprocess_for_eval(encoded, image_shape, augment):

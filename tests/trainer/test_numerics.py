@@ -156,8 +156,7 @@ def _poison_one_training_example(monkeypatch, config):
                                                      source.eval_labels, source.num_classes))
   batch = datasets.examples_per_step(config)
   positions = np.arange(config.train.num_train_steps * batch)
-  ids = np.array([int(datasets.train_example_ids(p, source.num_train_examples, config.seed))
-                  for p in positions])
+  ids = datasets.train_example_ids(positions, source.num_train_examples, config.seed).numpy()
   return sorted({int(p) // batch for p in positions[ids == poisoned]})
 
 
