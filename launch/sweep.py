@@ -4,7 +4,8 @@
         [--config.FIELD=VALUE ...]
         [--engines=default,mirrored,multi_worker,horovod] [--workers=1,2] [--scaling=weak,strong]
         [--batch_sizes=32] [--loops=custom,fit] [--grid=FIELD=V1,V2 ...]
-        [--steps=N] [--warmup_steps=N] [--repeats=3] [--[no]pin_cpus] [--timeout_seconds=1800]
+        [--steps=N] [--warmup_steps=N] [--repeats=3] [--rounds=1] [--[no]pin_cpus]
+        [--timeout_seconds=1800]
         [--slurm [--time=01:00:00] [--partition=P] [--account=A] [--cpus_per_task=N] [--nowait]]
         [--dry_run] [--report_only] [--show_output]
 
@@ -18,8 +19,14 @@ the global batch, divided among the replicas.
 The `--config` file is the experiment every run starts from (with `--config.FIELD=VALUE`
 overrides); if it also defines `get_sweep()`, that dict gives this command's settings (keys:
 engines, workers, scaling, batch_sizes, loops, grid {field: [values]}, steps, warmup_steps,
-repeats, pin_cpus, peak_matmul_size, peak_repeats, timeout_seconds), and flags given on the
+repeats, rounds, pin_cpus, peak_matmul_size, peak_repeats, timeout_seconds), and flags given on the
 command line override them (`--grid` entries per field). See configs/sweep_small.py.
+
+`--rounds=N` runs the whole grid N times, round after round, each cell's worker counts in
+alternating order (1,2 then 2,1, ...), so that every N-replica run has a 1-replica run of its own
+round next to it in time; each round's efficiency is computed against that run, and the report
+gives the median of these paired efficiencies with their range: on a machine whose speed drifts
+between runs, a figure that does not hang on one pair of runs.
 
 Each run is measured by `trainer.benchmarks.scaling` in fresh processes, started locally as
 `trainer.benchmarks.engines.worker_processes` starts them (`launch.local`'s TF_CONFIG and
@@ -91,7 +98,7 @@ RESERVED_FIELDS = {'engine.name': '--engines', 'engine.num_replicas': '--workers
                    'train.global_batch_size': '--batch_sizes with --scaling', 'loop': '--loops'}
 DEFAULTS = {
     'engines': list(ENGINES), 'workers': [1, 2], 'scaling': ['weak'], 'batch_sizes': [32],
-    'loops': ['custom'], 'grid': {}, 'steps': None, 'warmup_steps': None, 'repeats': 3,
+    'loops': ['custom'], 'grid': {}, 'steps': None, 'warmup_steps': None, 'repeats': 3, 'rounds': 1,
     'pin_cpus': True, 'peak_matmul_size': 4096, 'peak_repeats': 3, 'timeout_seconds': 1800,
 }
 # launch.slurm's flags that the sweep sets per run.
@@ -115,6 +122,7 @@ class SweepPlan:
   steps: object  # int, or None: per run, the smallest multiple of steps_per_loop >= DEFAULT_STEPS.
   warmup_steps: object  # int, or None: per run, one window of steps_per_loop steps.
   repeats: int
+  rounds: int  # The whole grid is run this many times (see the module docstring).
   pin_cpus: bool
   peak_matmul_size: int
   peak_repeats: int
@@ -137,6 +145,7 @@ class Run:
   worker_args: list  # Arguments of `python -m trainer.benchmarks.scaling` (before --worker).
   error: object = None  # The config problem that stops this run before it starts, if any.
   digest: str = ''  # Hash of what defines the measurement (runs with equal digests measure alike).
+  sweep_round: int = 1  # Which of the sweep's --rounds this run belongs to.
 
   def spec(self):
     """The JSON description of the run (spec.json, and `spec` in its result)."""
@@ -146,7 +155,7 @@ class Run:
             'processes': self.processes, 'replicas': self.replicas, 'scaling': self.scaling,
             'batch_size': self.batch_size, 'global_batch_size': self.global_batch_size,
             'per_replica_batch_size': per_replica, 'loop': self.loop, 'fields': self.fields,
-            'worker_args': self.worker_args}
+            'round': self.sweep_round, 'worker_args': self.worker_args}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -370,8 +379,9 @@ def create_plan(settings, grid_entries, config, usable_cpus):
       grid[field] = values
     except ValueError as e:
       problems.append(str(e))
-  for name in ('steps', 'warmup_steps', 'repeats', 'peak_matmul_size', 'peak_repeats'):
-    if settings[name] is not None or name in ('repeats', 'peak_matmul_size', 'peak_repeats'):
+  for name in ('steps', 'warmup_steps', 'repeats', 'rounds', 'peak_matmul_size', 'peak_repeats'):
+    if settings[name] is not None or name in ('repeats', 'rounds', 'peak_matmul_size',
+                                              'peak_repeats'):
       _int_list(name, [settings[name]], problems)
   if not isinstance(settings['timeout_seconds'], int) or settings['timeout_seconds'] < 0:
     problems.append(f"--timeout_seconds={settings['timeout_seconds']!r}: must be >= 0 (0: none)")
@@ -391,7 +401,8 @@ def create_plan(settings, grid_entries, config, usable_cpus):
       loops=tuple(axes['loops']), grid=tuple((f, tuple(v)) for f, v in grid.items()),
       steps=settings['steps'] and int(settings['steps']),
       warmup_steps=settings['warmup_steps'] and int(settings['warmup_steps']),
-      repeats=int(settings['repeats']), pin_cpus=bool(settings['pin_cpus']),
+      repeats=int(settings['repeats']), rounds=int(settings['rounds']),
+      pin_cpus=bool(settings['pin_cpus']),
       peak_matmul_size=int(settings['peak_matmul_size']),
       peak_repeats=int(settings['peak_repeats']), timeout_seconds=settings['timeout_seconds'])
 
@@ -437,8 +448,13 @@ def check_run_config(config, workers, warmup_steps, steps, repeats):
   return None
 
 
-def create_run(plan, config, base_args, engine, workers, scaling_mode, batch, loop, fields, mode):
-  """The `Run` of one cell (with `error` set if its config cannot run)."""
+def create_run(plan, config, base_args, engine, workers, scaling_mode, batch, loop, fields, mode,
+               sweep_round=1):
+  """The `Run` of one cell in one round (with `error` set if its config cannot run).
+
+  With `--rounds` above 1 the round is part of the run's id and digest (each round is measured
+  anew); with 1 round the ids are those of a sweep without rounds.
+  """
   processes = engines_bench.layout(engine, workers)[0]
   global_batch = batch * workers if scaling_mode == 'weak' else batch
   overrides = {'loop': loop, 'train.global_batch_size': global_batch, **fields}
@@ -451,27 +467,39 @@ def create_run(plan, config, base_args, engine, workers, scaling_mode, batch, lo
                  f'--peak_repeats={plan.peak_repeats}']
   identity = {'engine': engine, 'workers': workers, 'args': worker_args, 'mode': mode,
               'pin_cpus': plan.pin_cpus and mode == 'local'}
+  in_round = ''
+  if plan.rounds > 1:
+    identity['round'] = sweep_round
+    in_round = f'-r{sweep_round}'
   digest = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
-  return Run(run_id=f'{engine}-x{workers}-{scaling_mode}{batch}-{loop}-{digest}', engine=engine,
+  return Run(run_id=f'{engine}-x{workers}-{scaling_mode}{batch}-{loop}{in_round}-{digest}',
+             engine=engine,
              workers=workers, processes=processes, replicas=workers, scaling=scaling_mode,
              batch_size=batch, global_batch_size=global_batch, loop=loop, fields=dict(fields),
              worker_args=worker_args,
              error=check_run_config(run_config, workers, warmup, steps, plan.repeats),
-             digest=digest)
+             digest=digest, sweep_round=sweep_round)
 
 
 def create_runs(plan, config, base_args, mode='local'):
-  """Every run of the grid, in order (workers innermost); `default` only with 1 worker."""
+  """Every run of the grid, in order (workers innermost); `default` only with 1 worker.
+
+  With `plan.rounds` above 1 the grid comes that many times, round after round; in even rounds
+  each cell's worker counts come in reverse order, so that a drift of the machine's speed during
+  the sweep does not always favour the same worker count.
+  """
   fields = [field for field, _ in plan.grid]
   runs = []
-  for engine, scaling_mode, batch, loop, values in itertools.product(
-      plan.engines, plan.scaling, plan.batch_sizes, plan.loops,
-      itertools.product(*[values for _, values in plan.grid])):
-    for workers in plan.workers:
-      if engine == 'default' and workers != 1:
-        continue
-      runs.append(create_run(plan, config, base_args, engine, workers, scaling_mode, batch, loop,
-                             dict(zip(fields, values)), mode))
+  for sweep_round in range(1, plan.rounds + 1):
+    order = plan.workers if sweep_round % 2 else tuple(reversed(plan.workers))
+    for engine, scaling_mode, batch, loop, values in itertools.product(
+        plan.engines, plan.scaling, plan.batch_sizes, plan.loops,
+        itertools.product(*[values for _, values in plan.grid])):
+      for workers in order:
+        if engine == 'default' and workers != 1:
+          continue
+        runs.append(create_run(plan, config, base_args, engine, workers, scaling_mode, batch,
+                               loop, dict(zip(fields, values)), mode, sweep_round))
   return runs
 
 
@@ -937,7 +965,7 @@ def create_meta(plan, command, config_file, overrides, mode, out_dir, usable_cpu
       'cpus_per_worker': cpus_per_worker(plan, usable_cpus),
       'plan': {'steps': plan.steps or f'{DEFAULT_STEPS} or more (whole windows)',
                'warmup_steps': plan.warmup_steps or 'one window (steps_per_loop)',
-               'repeats': plan.repeats},
+               'repeats': plan.repeats, 'rounds': plan.rounds},
       'grid': {k: list(v) for k, v in grid.items()},
       'config': {'file': config_file, 'overrides': overrides},
       'notes': ['`default` runs only with 1 worker (one device, no strategy).'] if (
@@ -982,8 +1010,9 @@ def load_predicted(path, max_workers):
 
 
 def _rows_and_fields(results):
+  """The rows to print (one per cell and replica count with rounds) and the grid's fields."""
   rows = report_lib.create_rows(results)
-  return rows, report_lib.row_fields(rows)
+  return report_lib.combine_rounds(rows), report_lib.row_fields(rows)
 
 
 def write_report(out_dir, results, meta, predicted=None):
@@ -1098,6 +1127,11 @@ def _define_flags():
       repeats=flags.DEFINE_integer(
           'repeats', DEFAULTS['repeats'], 'Measurements of each variant in a run, each with a '
           'fresh model; images/s is their median, with the min-max.'),
+      rounds=flags.DEFINE_integer(
+          'rounds', DEFAULTS['rounds'], 'Run the whole grid this many times, each cell\'s worker '
+          'counts in alternating order (1,2 then 2,1, ...); each round\'s efficiency is taken '
+          'against the 1-replica run of the same round, and the report gives the median of these '
+          'paired efficiencies with their range (for a machine whose speed drifts between runs).'),
       pin_cpus=flags.DEFINE_bool(
           'pin_cpus', DEFAULTS['pin_cpus'], 'Locally: give each replica its own share of the '
           'CPUs (usable CPUs // largest --workers), 1 intra-op thread per process, 1 inter-op '

@@ -85,13 +85,14 @@ def test_bad_grid_entries_are_named(entry, message):
 def test_every_plan_problem_is_listed_at_once():
   with pytest.raises(ValueError) as error:
     make_plan(['train.nosuch=1'], engines=[], workers=['a', 0], scaling=['weak', 'huge'],
-              loops=['eager'], steps=0, grid={'model.width': []})
+              loops=['eager'], steps=0, rounds=0, grid={'model.width': []})
   text = str(error.value)
   assert text.startswith('Invalid sweep:')
   for needle in ('--engines: empty', "--workers: 'a' is not a positive integer",
                  '--workers: 0 is not a positive integer', "--scaling: unknown value 'huge'",
                  "--loops: unknown value 'eager' (choose among fit, custom)",
-                 '--steps: 0 is not a positive integer', "'model.width': give at least one value",
+                 '--steps: 0 is not a positive integer', '--rounds: 0 is not a positive integer',
+                 "'model.width': give at least one value",
                  "'train.nosuch': unknown config field"):
     assert needle in text, needle
 
@@ -143,6 +144,31 @@ def test_run_ids_are_stable_and_change_with_anything_that_defines_the_run():
   assert make_runs(engines=['mirrored'], steps=200)[0].run_id != first[0].run_id
   assert make_runs(engines=['mirrored'], pin_cpus=False)[0].run_id != first[0].run_id
   assert make_runs(['model.width=16'], engines=['mirrored'])[0].run_id != first[0].run_id
+
+
+def test_rounds_repeat_the_grid_with_worker_counts_in_alternating_order():
+  runs = make_runs(engines=['default', 'horovod'], workers=[1, 2], loops=['custom', 'fit'],
+                   rounds=3)
+  layout = [(r.sweep_round, r.engine, r.loop, r.workers) for r in runs]
+  one_round = [('default', 'custom', 1), ('default', 'fit', 1), ('horovod', 'custom', 1),
+               ('horovod', 'custom', 2), ('horovod', 'fit', 1), ('horovod', 'fit', 2)]
+  reverse = [('default', 'custom', 1), ('default', 'fit', 1), ('horovod', 'custom', 2),
+             ('horovod', 'custom', 1), ('horovod', 'fit', 2), ('horovod', 'fit', 1)]
+  assert layout == ([(1, *cell) for cell in one_round] + [(2, *cell) for cell in reverse] +
+                    [(3, *cell) for cell in one_round])
+  assert len({r.run_id for r in runs}) == len({r.digest for r in runs}) == len(runs)
+  assert runs[9].run_id.startswith('horovod-x1-weak32-custom-r2-')
+  assert runs[9].spec()['round'] == 2
+  # Each round is its own measurement with an id that does not change with --rounds; one round
+  # keeps the ids of a sweep without rounds.
+  assert [r.run_id for r in make_runs(engines=['horovod'], rounds=2)] == [
+      r.run_id for r in runs if r.engine == 'horovod' and r.loop == 'custom' and
+      r.sweep_round <= 2]
+  plain = make_runs(engines=['horovod'])
+  assert plain[0].run_id.startswith('horovod-x1-weak32-custom-') and '-r1-' not in (
+      plain[0].run_id)
+  assert [r.run_id for r in plain] == [r.run_id for r in make_runs(engines=['horovod'],
+                                                                   rounds=1)]
 
 
 def test_a_cell_with_an_invalid_value_carries_its_error():
@@ -266,6 +292,16 @@ def test_slurm_dry_run_prints_one_script_per_run_and_submits_nothing(tmp_path):
       '--config.engine.num_replicas=2' in by_run['mirrored-x2'])
   assert 'launch.slurm horovod-task --' in by_run['horovod-x2']
   assert not out.exists()
+
+
+def test_local_dry_run_with_rounds_lists_every_round_in_order(tmp_path):
+  result = run_sweep_cli(f'--out_dir={tmp_path / "out"}', '--dry_run', '--engines=multi_worker',
+                         '--workers=1,2', '--rounds=2', *TINY, *PIN)
+  assert result.returncode == 0, result.stderr
+  listed = [line.split()[3].rstrip(':') for line in result.stdout.splitlines()
+            if line.startswith('[sweep] run ')]
+  assert [run_id.split('-weak')[0] + run_id.split('custom')[1][:3] for run_id in listed] == [
+      'multi_worker-x1-r1', 'multi_worker-x2-r1', 'multi_worker-x2-r2', 'multi_worker-x1-r2']
 
 
 def _stub(directory, name, body):

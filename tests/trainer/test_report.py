@@ -23,11 +23,12 @@ PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 
 
 def make_result(engine, replicas, images_per_second, scaling_mode='weak', batch=32, loop='custom',
-                fields=None, processes=None):
+                fields=None, processes=None, sweep_round=None):
   """A run's result.json as `scaling.summarize_run` writes it, with made-up figures."""
   processes = processes or (1 if engine in ('default', 'mirrored') else replicas)
   global_batch = batch * replicas if scaling_mode == 'weak' else batch
-  run_id = f'{engine}-x{replicas}-{scaling_mode}{batch}-{loop}-{len(fields or {}):08x}'
+  in_round = f'-r{sweep_round}' if sweep_round else ''
+  run_id = f'{engine}-x{replicas}-{scaling_mode}{batch}-{loop}{in_round}-{len(fields or {}):08x}'
   step_ms = 1000.0 * global_batch / images_per_second
   return {
       'status': 'ok', 'run_id': run_id,
@@ -35,7 +36,7 @@ def make_result(engine, replicas, images_per_second, scaling_mode='weak', batch=
                'replicas': replicas, 'scaling': scaling_mode, 'batch_size': batch,
                'global_batch_size': global_batch,
                'per_replica_batch_size': global_batch // replicas, 'loop': loop,
-               'fields': dict(fields or {})},
+               'fields': dict(fields or {}), 'round': sweep_round},
       'num_replicas': replicas, 'num_workers': processes,
       'images_per_second': {'median': images_per_second, 'min': 0.9 * images_per_second,
                             'max': 1.1 * images_per_second, 'runs': [images_per_second]},
@@ -127,6 +128,65 @@ def test_efficiency_baseline_is_the_same_cell_else_default_engine_else_none():
   assert rows[2]['scaling_efficiency'] is None  # default ran with float32 only.
   assert rows[2]['train.precision'] == 'mixed_bfloat16' and rows[0]['train.precision'] is None
   assert rows[3]['scaling_efficiency'] is None
+
+
+def round_results():
+  """horovod x1/x2 in 3 rounds (x2 first in round 2), the 1-replica rate drifting between rounds;
+  round 3's x2 run failed."""
+  return [make_result('horovod', 1, 1000.0, sweep_round=1),
+          make_result('horovod', 2, 1800.0, sweep_round=1),  # 0.90
+          make_result('horovod', 2, 1500.0, sweep_round=2),
+          make_result('horovod', 1, 800.0, sweep_round=2),  # 1500 / 1600 = 0.9375
+          make_result('horovod', 1, 1200.0, sweep_round=3), dict(
+              failed('horovod', 2), spec=dict(failed('horovod', 2)['spec'], round=3))]
+
+
+def test_with_rounds_each_run_is_paired_with_the_one_replica_run_of_its_round():
+  rows = report.create_rows(round_results())
+  assert [r['round'] for r in rows] == [1, 1, 2, 2, 3, 3]
+  assert rows[1]['scaling_efficiency'] == pytest.approx(1800 / 2 / 1000)
+  assert rows[1]['efficiency_baseline'] == 'horovod-x1-weak32-custom-r1-00000000'
+  assert rows[2]['scaling_efficiency'] == pytest.approx(1500 / 2 / 800)
+  assert rows[2]['efficiency_baseline'] == 'horovod-x1-weak32-custom-r2-00000000'
+  assert rows[5]['scaling_efficiency'] is None
+
+
+def test_combined_rounds_give_the_median_paired_efficiency_with_its_range():
+  rows = report.create_rows(round_results() + [
+      make_result('horovod', 2, 2100.0, sweep_round=4),
+      make_result('horovod', 1, 1000.0, sweep_round=4)])  # Round 4: 2100 / 2000 = 1.05.
+  combined = report.combine_rounds(rows)
+  assert [(r['replicas'], r['rounds'], r['round']) for r in combined] == [(1, 4, None),
+                                                                        (2, 3, None)]
+  one, two = combined
+  assert two['scaling_efficiency'] == pytest.approx(0.9375)  # Median of 0.90, 0.9375, 1.05.
+  assert (two['scaling_efficiency_min'], two['scaling_efficiency_max']) == pytest.approx(
+      (0.90, 1.05))
+  assert two['run_id'] == 'horovod-x2-weak32-custom-r1-00000000'  # Median images/s: 1800.
+  assert (two['images_per_second'], two['images_per_second_min'],
+          two['images_per_second_max']) == (1800.0, 1500.0, 2100.0)
+  assert one['images_per_second'] == 1000.0 and one['scaling_efficiency'] == 1.0
+  text = report.create_text_table(combined, []).splitlines()
+  assert text[0].split()[6:11] == ['rounds', 'images/s', '[min-max]', 'eff.', '[min-max]']
+  assert '0.94 [0.90-1.05]' in text[2] and '1800 [1500-2100]' in text[2]
+  assert report.combine_rounds(report.create_rows(sample_results())) == report.create_rows(
+      sample_results())  # Without rounds: the rows as they are.
+
+
+def test_report_of_a_sweep_with_rounds_shows_combined_rows_then_every_run(tmp_path):
+  paths = report.create_report(str(tmp_path), round_results(), META)
+  with open(paths['report']) as f:
+    text = f.read()
+  results, every = text.split('## Results')[1].split('## Every run')
+  assert results.count('| `horovod-') == 2 and every.count('| `horovod-') == 6
+  # x2: two successful rounds (1800 at 0.90, 1500 at 0.9375); the lower middle one is shown.
+  assert '| 2 | 1500 [1500-1800] | 0.92 [0.90-0.94] |' in results
+  assert '| 3 | 1000 [800-1200] | 1.00 [1.00-1.00] |' in results
+  with open(paths['json']) as f:
+    data = json.load(f)
+  assert len(data['runs']) == 6 and len(data['combined']) == 2
+  with open(paths['csv']) as f:
+    assert [row['round'] for row in csv.DictReader(f)] == ['1', '1', '2', '2', '3', '3']
 
 
 def test_failed_and_missing_rows_keep_spec_and_error_without_figures():

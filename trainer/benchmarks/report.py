@@ -1,6 +1,7 @@
 """The report of a scaling sweep: CSV, JSON, PNG plots and a Markdown page that embeds them.
 
     rows = create_rows(results)                    # one flat row per run, with scaling efficiency
+    combined = combine_rounds(rows)                # one row per cell and replica count (--rounds)
     paths = create_report(out_dir, results, meta)  # results.csv/.json, 3 PNGs, report.md
 
 `results` are the runs' `result.json` dicts (`trainer.benchmarks.scaling.summarize_run`), or for a
@@ -12,6 +13,12 @@ Scaling efficiency of a run = images/s / (replicas x images/s of its baseline), 
 the 1-replica run of the same grid cell (same engine, scaling, batch, loop and fields; else the
 `default` engine's). With one replica in the baseline this is both weak scaling's per-replica
 throughput ratio (per-replica batch fixed) and strong scaling's speedup / N (global batch fixed).
+
+A sweep with `--rounds` runs every cell several times (`spec['round']`); a run's baseline is then
+the 1-replica run of the same round (a pair measured next to each other in time), and
+`combine_rounds` gives one row per cell and replica count: the median of the paired efficiencies
+with their range, and the other figures of the median round. The plots and the text table show the
+combined rows; results.csv keeps every run.
 
 A predicted curve (rows with `workers`, `images_per_second`, `efficiency` and optionally `engine`
 or `label`, e.g. from `trainer.benchmarks.scaling_model.predict_curve`) may be passed to the plots
@@ -31,10 +38,11 @@ from matplotlib import ticker  # pylint: disable=g-import-not-at-top,wrong-impor
 PLOTS = {'throughput': 'throughput.png', 'efficiency': 'efficiency.png',
          'breakdown': 'breakdown.png'}
 SPEC_COLUMNS = ('run_id', 'status', 'engine', 'workers', 'processes', 'replicas', 'scaling',
-                'batch_size', 'global_batch_size', 'per_replica_batch_size', 'loop')
+                'batch_size', 'global_batch_size', 'per_replica_batch_size', 'loop', 'round')
 MEASURED_COLUMNS = (
     'images_per_second', 'images_per_second_min', 'images_per_second_max',
-    'images_per_second_per_replica', 'scaling_efficiency', 'efficiency_baseline',
+    'images_per_second_per_replica', 'scaling_efficiency', 'scaling_efficiency_min',
+    'scaling_efficiency_max', 'rounds', 'efficiency_baseline',
     'no_comm_images_per_second', 'scaling_efficiency_no_comm', 'step_ms',
     'input_ms', 'compute_ms', 'comm_ms', 'input_ms_raw', 'compute_ms_raw', 'comm_ms_raw',
     'comm_measured_with', 'forward_flops_per_image', 'train_flops_per_image',
@@ -68,10 +76,11 @@ def grid_fields(results):
   return fields
 
 
-def _cell_key(row, fields, engine=None):
-  """What identifies a run's grid cell apart from its replica count."""
-  return ((engine or row['engine']), row['scaling'], row['batch_size'], row['loop'],
-          tuple(json.dumps(row.get(f), sort_keys=True) for f in fields))
+def _cell_key(row, fields, engine=None, with_round=True):
+  """What identifies a run's grid cell (and round) apart from its replica count."""
+  key = ((engine or row['engine']), row['scaling'], row['batch_size'], row['loop'],
+         tuple(json.dumps(row.get(f), sort_keys=True) for f in fields))
+  return key + ((row.get('round') or 1,) if with_round else ())
 
 
 def create_row(result, fields):
@@ -110,13 +119,19 @@ def create_row(result, fields):
   return row
 
 
+def _median(values):
+  ordered = sorted(values)
+  middle = len(ordered) // 2
+  return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
 def add_scaling_efficiency(rows, fields):
   """Sets `scaling_efficiency`, `scaling_efficiency_no_comm` and `efficiency_baseline` (run id)
   of every successful row.
 
   Efficiency = images/s / (replicas / baseline replicas x baseline images/s), the baseline being
-  the 1-replica run of the same cell, else the `default` engine's 1-replica run of that cell;
-  None when neither ran. The no-comm efficiency is the same ratio for the step without gradient
+  the 1-replica run of the same cell and round, else the `default` engine's 1-replica run of that
+  cell and round; None when neither ran. The no-comm efficiency is the same ratio for the step without gradient
   communication (the `no_comm` variant of both runs): the efficiency the run would have if
   communication were free, so 1 - it is what the machine itself loses (cores sharing memory
   bandwidth and caches, stragglers at each step's synchronization).
@@ -144,6 +159,49 @@ def create_rows(results):
   """Flat rows of `results` (in order) with their scaling efficiency; see `create_row`."""
   fields = grid_fields(results)
   return add_scaling_efficiency([create_row(r, fields) for r in results], fields)
+
+
+def has_rounds(rows):
+  """Whether the rows come from a sweep with more than one round."""
+  return any((row.get('round') or 1) > 1 for row in rows)
+
+
+def combine_rounds(rows):
+  """One row per grid cell and replica count of a sweep with rounds (the rows as they are
+  without rounds), in the order each first appears.
+
+  A combined row is the row of the cell's median round (ranked by images/s; the lower middle for
+  an even count), with `images_per_second_min`/`_max` the range of the rounds' images/s,
+  `scaling_efficiency` and `scaling_efficiency_no_comm` the median of the rounds' paired
+  efficiencies (each against the 1-replica run of its own round) and `scaling_efficiency_min`/
+  `_max` their range, `rounds` the number of successful rounds and `round` None. A cell with no
+  successful round keeps the row of its last round (failed or missing).
+  """
+  if not has_rounds(rows):
+    return rows
+  fields = row_fields(rows)
+  groups = {}
+  for row in rows:
+    groups.setdefault(_cell_key(row, fields, with_round=False) + (row['replicas'],),
+                      []).append(row)
+  combined = []
+  for group in groups.values():
+    ok = [r for r in group if r['status'] == 'ok']
+    if not ok:
+      combined.append(dict(group[-1], round=None, rounds=0))
+      continue
+    rates = [r['images_per_second'] for r in ok]
+    row = dict(sorted(ok, key=lambda r: r['images_per_second'])[(len(ok) - 1) // 2],
+               round=None, rounds=len(ok), images_per_second_min=min(rates),
+               images_per_second_max=max(rates))
+    for key in ('scaling_efficiency', 'scaling_efficiency_no_comm'):
+      paired = [r[key] for r in ok if r[key] is not None]
+      row[key] = _median(paired) if paired else None
+      if key == 'scaling_efficiency':
+        row['scaling_efficiency_min'] = min(paired) if paired else None
+        row['scaling_efficiency_max'] = max(paired) if paired else None
+    combined.append(row)
+  return combined
 
 
 def row_fields(rows):
@@ -180,10 +238,13 @@ def create_csv(rows, path):
 
 
 def create_json(rows, meta, path, predicted=None):
-  """Writes `{'meta', 'runs' (the rows), 'predicted'}` as JSON; returns `path`."""
+  """Writes `{'meta', 'runs' (the rows), 'predicted'}` as JSON, plus 'combined'
+  (`combine_rounds`) for a sweep with rounds; returns `path`."""
+  data = {'meta': meta, 'runs': rows, 'predicted': list(predicted or [])}
+  if has_rounds(rows):
+    data['combined'] = combine_rounds(rows)
   with open(path, 'w') as f:
-    f.write(json.dumps({'meta': meta, 'runs': rows, 'predicted': list(predicted or [])},
-                       indent=2, default=str) + '\n')
+    f.write(json.dumps(data, indent=2, default=str) + '\n')
   return path
 
 
@@ -356,11 +417,38 @@ def _table(header, lines):
   return out
 
 
+def _is_combined(rows):
+  return any(r.get('rounds') is not None for r in rows)
+
+
+def _efficiency(row):
+  """The efficiency, with the range over rounds for a combined row: '0.85 [0.80-0.90]'."""
+  text = _number(row['scaling_efficiency'], 2)
+  if row.get('rounds') is not None and row.get('scaling_efficiency_min') is not None:
+    text += (f" [{_number(row['scaling_efficiency_min'], 2)}-"
+             f"{_number(row['scaling_efficiency_max'], 2)}]")
+  return text
+
+
+def _round_header(rows):
+  """The round column of a table: 'rounds' (combined rows), 'round' (runs of a sweep with
+  rounds) or none."""
+  return ['rounds'] if _is_combined(rows) else ['round'] if has_rounds(rows) else []
+
+
+def _round_cells(row, header):
+  return [row.get(name) for name in header]
+
+
 def create_table(rows, fields=()):
-  """The Markdown table of the runs (one line each; failed runs show their status)."""
+  """The Markdown table of the runs (one line each; failed runs show their status), or of the
+  combined rows of a sweep with rounds (`combine_rounds`: a rounds column, the efficiency's range).
+  """
+  rounds = _round_header(rows)
   header = ['run', 'status', 'engine', 'w x r', 'scaling', 'batch/replica', 'global', 'loop',
-            *fields, 'images/s [min-max]', 'eff.', 'eff. no comm', 'step ms', 'input', 'compute',
-            'comm',
+            *fields, *rounds, 'images/s [min-max]',
+            'eff. [min-max]' if _is_combined(rows) else 'eff.', 'eff. no comm', 'step ms',
+            'input', 'compute', 'comm',
             'GFLOP/img (train)', 'GFLOP/s', '% machine peak', '% run peak', '% CPU busy',
             '% busiest thread', 'peak RSS MB']
   lines = []
@@ -372,7 +460,7 @@ def create_table(rows, fields=()):
     lines.append([
         f"`{r['run_id']}`", r['status'], r['engine'], layout, r['scaling'],
         r['per_replica_batch_size'], r['global_batch_size'], r['loop'],
-        *[r.get(f) for f in fields], spread, _number(r['scaling_efficiency'], 2),
+        *[r.get(f) for f in fields], *_round_cells(r, rounds), spread, _efficiency(r),
         _number(r['scaling_efficiency_no_comm'], 2),
         _number(r['step_ms'], 2), _number(r['input_ms'], 2), _number(r['compute_ms'], 2),
         _number(r['comm_ms'], 2), _number(r['train_flops_per_image'], 4, 1e9),
@@ -386,27 +474,31 @@ def create_table(rows, fields=()):
 
 def create_text_table(rows, fields=()):
   """A compact plain-text table of the runs for the terminal: layout, images/s, efficiencies and
-  the step-time breakdown (ms); report.md and results.csv have every column."""
-  header = ['engine', 'w x r', 'batch', 'loop', *fields, 'images/s [min-max]', 'eff.',
+  the step-time breakdown (ms); report.md and results.csv have every column. Combined rows of a
+  sweep with rounds (`combine_rounds`) get a rounds column and the efficiency's range."""
+  rounds = _round_header(rows)
+  header = ['engine', 'w x r', 'batch', 'loop', *fields, *rounds, 'images/s [min-max]',
+            'eff. [min-max]' if _is_combined(rows) else 'eff.',
             'no comm', 'step ms', 'input', 'compute', 'comm', 'cpu %', 'top thr %']
   lines = []
   for r in rows:
     layout = (f"{r['processes']} x {r['replicas'] // r['processes']}"
               if r.get('processes') and r.get('replicas') else '-')
+    first = [r['engine'], layout, r['per_replica_batch_size'], r['loop'],
+             *[r.get(f) for f in fields], *_round_cells(r, rounds)]
     if r['status'] != 'ok':
-      lines.append([r['engine'], layout, r['per_replica_batch_size'], r['loop'],
-                    *[r.get(f) for f in fields], r['status']] + [''] * 8)
+      lines.append(first + [r['status']] + [''] * 8)
       continue
     lines.append([
-        r['engine'], layout, r['per_replica_batch_size'], r['loop'], *[r.get(f) for f in fields],
+        *first,
         f"{_number(r['images_per_second'])} [{_number(r['images_per_second_min'])}-"
-        f"{_number(r['images_per_second_max'])}]", _number(r['scaling_efficiency'], 2),
+        f"{_number(r['images_per_second_max'])}]", _efficiency(r),
         _number(r['scaling_efficiency_no_comm'], 2), _number(r['step_ms'], 2),
         _number(r['input_ms'], 2), _number(r['compute_ms'], 2), _number(r['comm_ms'], 2),
         _number(r['cpu_busy'], 0, 0.01), _number(r['busiest_thread_share'], 0, 0.01)])
   cells = [[str(c) for c in line] for line in [header] + lines]
   widths = [max(len(line[i]) for line in cells) for i in range(len(header))]
-  text_columns = 4 + len(fields)  # Left-aligned; the figures are right-aligned.
+  text_columns = 4 + len(fields) + len(rounds)  # Left-aligned; the figures are right-aligned.
   return '\n'.join('  '.join(c.ljust(w) if i < text_columns else c.rjust(w)
                               for i, (c, w) in enumerate(zip(line, widths))).rstrip()
                     for line in cells)
@@ -441,7 +533,7 @@ def create_markdown(meta, rows, plots=None, predicted=None):
   Args:
     meta: the sweep's description: `command`, `created`, `mode` ('local' or 'slurm'), `machine`
       (dict of name -> text), `machine_peak` (the session's `--peak_only` result or None),
-      `pin_cpus`, `cpus_per_worker`, `plan` (steps, warmup_steps, repeats), `grid` (axis ->
+      `pin_cpus`, `cpus_per_worker`, `plan` (steps, warmup_steps, repeats, rounds), `grid` (axis ->
       values), `config` (file and overrides), `notes` (extra lines).
     rows: `create_rows`.
     plots: {'throughput' | 'efficiency' | 'breakdown': file name relative to the report}.
@@ -486,8 +578,21 @@ def create_markdown(meta, rows, plots=None, predicted=None):
                  f"float32 {peak.get('matmul_size')}x{peak.get('matmul_size')} matmul in a "
                  'tf.function, best of a few, measured at the start of this session in a fresh '
                  'process with every CPU and TensorFlow\'s default threads.')
-  lines += [f'- pinning: {_pinning_note(meta)}', '', '## Results', '', create_table(rows, fields),
-            '']
+  lines.append(f'- pinning: {_pinning_note(meta)}')
+  if has_rounds(rows):
+    rounds = max(r.get('round') or 1 for r in rows)
+    lines += [
+        '', '## Results', '',
+        f'Each cell ran in {rounds} rounds, one after the other, its worker counts in alternating '
+        'order; each run\'s efficiency is against the 1-replica run of its own round. One line '
+        'per cell and replica count: "rounds" is the number of successful rounds, images/s is '
+        'that of the median round with the range of all rounds, "eff." is the median of the '
+        'paired efficiencies with their range; the other figures are those of the median round '
+        '(the run named). Every run is listed under "Every run".', '',
+        create_table(combine_rounds(rows), fields), '', '## Every run', '',
+        create_table(rows, fields), '']
+  else:
+    lines += ['', '## Results', '', create_table(rows, fields), '']
   for name, title in (('throughput', 'Throughput'), ('efficiency', 'Scaling efficiency'),
                       ('breakdown', 'Step-time breakdown')):
     if name in plots:
@@ -541,7 +646,7 @@ def create_report(out_dir, results, meta, predicted=None):
   Args:
     out_dir: the sweep's directory.
     results: the runs' result dicts (see the module docstring), in grid order.
-    meta: see `create_markdown`.
+    meta: see `create_markdown`. With rounds, the plots show `combine_rounds`'s rows.
     predicted: optional predicted rows, drawn beside the measured points.
 
   Returns:
@@ -551,11 +656,12 @@ def create_report(out_dir, results, meta, predicted=None):
   fields = grid_fields(results)
   paths = {'csv': create_csv(rows, os.path.join(out_dir, 'results.csv')),
            'json': create_json(rows, meta, os.path.join(out_dir, 'results.json'), predicted)}
-  paths['throughput'] = create_throughput_plot(rows, os.path.join(out_dir, PLOTS['throughput']),
+  shown = combine_rounds(rows)  # The rows themselves without rounds.
+  paths['throughput'] = create_throughput_plot(shown, os.path.join(out_dir, PLOTS['throughput']),
                                                fields, predicted)
-  paths['efficiency'] = create_efficiency_plot(rows, os.path.join(out_dir, PLOTS['efficiency']),
+  paths['efficiency'] = create_efficiency_plot(shown, os.path.join(out_dir, PLOTS['efficiency']),
                                                fields, predicted)
-  paths['breakdown'] = create_breakdown_plot(rows, os.path.join(out_dir, PLOTS['breakdown']))
+  paths['breakdown'] = create_breakdown_plot(shown, os.path.join(out_dir, PLOTS['breakdown']))
   paths['report'] = os.path.join(out_dir, 'report.md')
   with open(paths['report'], 'w') as f:
     f.write(create_markdown(meta, rows, PLOTS, predicted))
