@@ -48,8 +48,8 @@ MEASURED_COLUMNS = (
     'comm_measured_with', 'forward_flops_per_image', 'train_flops_per_image',
     'achieved_flops_per_second', 'machine_peak_flops_per_second', 'machine_peak_fraction',
     'allocation_peak_flops_per_second', 'allocation_peak_fraction', 'cpu_busy',
-    'busiest_thread_share', 'peak_rss_mb', 'total_rss_mb', 'gpu_peak_mb', 'train_loss', 'pinned', 'cpus', 'threads', 'load_start', 'load_end',
-    'run_seconds', 'error')
+    'busiest_thread_share', 'peak_rss_mb', 'total_rss_mb', 'gpu_peak_mb', 'train_loss', 'pinned',
+    'cpus', 'threads', 'load_start', 'load_end', 'run_seconds', 'error')
 # Figures every successful run has (finite numbers); gpu_peak_mb is None without GPUs, the
 # machine's peak None under Slurm, the efficiency None without a 1-replica baseline.
 NUMERIC_COLUMNS = ('images_per_second', 'images_per_second_min', 'images_per_second_max',
@@ -131,10 +131,10 @@ def add_scaling_efficiency(rows, fields):
 
   Efficiency = images/s / (replicas / baseline replicas x baseline images/s), the baseline being
   the 1-replica run of the same cell and round, else the `default` engine's 1-replica run of that
-  cell and round; None when neither ran. The no-comm efficiency is the same ratio for the step without gradient
-  communication (the `no_comm` variant of both runs): the efficiency the run would have if
-  communication were free, so 1 - it is what the machine itself loses (cores sharing memory
-  bandwidth and caches, stragglers at each step's synchronization).
+  cell and round; None when neither ran. The no-comm efficiency is the same ratio for the step
+  without gradient communication (the `no_comm` variant of both runs): the efficiency the run
+  would have if communication were free, so 1 - it is what the machine itself loses (cores
+  sharing memory bandwidth and caches, stragglers at each step's synchronization).
   """
   baselines = {}
   for row in rows:
