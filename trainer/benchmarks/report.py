@@ -29,6 +29,7 @@ import csv
 import json
 import math
 import os
+import statistics
 
 import matplotlib
 matplotlib.use('Agg')  # Files only: no display needed.
@@ -119,12 +120,6 @@ def create_row(result, fields):
   return row
 
 
-def _median(values):
-  ordered = sorted(values)
-  middle = len(ordered) // 2
-  return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
-
-
 def add_scaling_efficiency(rows, fields):
   """Sets `scaling_efficiency`, `scaling_efficiency_no_comm` and `efficiency_baseline` (run id)
   of every successful row.
@@ -194,12 +189,14 @@ def combine_rounds(rows):
     row = dict(sorted(ok, key=lambda r: r['images_per_second'])[(len(ok) - 1) // 2],
                round=None, rounds=len(ok), images_per_second_min=min(rates),
                images_per_second_max=max(rates))
-    for key in ('scaling_efficiency', 'scaling_efficiency_no_comm'):
-      paired = [r[key] for r in ok if r[key] is not None]
-      row[key] = _median(paired) if paired else None
-      if key == 'scaling_efficiency':
-        row['scaling_efficiency_min'] = min(paired) if paired else None
-        row['scaling_efficiency_max'] = max(paired) if paired else None
+    paired = [r['scaling_efficiency'] for r in ok if r['scaling_efficiency'] is not None]
+    paired_no_comm = [r['scaling_efficiency_no_comm'] for r in ok
+                      if r['scaling_efficiency_no_comm'] is not None]
+    if paired:
+      row.update(scaling_efficiency=statistics.median(paired),
+                 scaling_efficiency_min=min(paired), scaling_efficiency_max=max(paired))
+    row['scaling_efficiency_no_comm'] = (statistics.median(paired_no_comm) if paired_no_comm
+                                         else None)
     combined.append(row)
   return combined
 
