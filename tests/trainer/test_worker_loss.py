@@ -128,8 +128,15 @@ config = multi_worker.get_config()
 config.engine.collective_timeout_seconds = 5
 engine = engines.create_engine(config.engine)
 engine.barrier()
+# Worker 1 leaves only once worker 0 is through the first barrier: worker 0 may still be pulling
+# worker 1's buffer for it after worker 1's own side has finished.
+through = os.environ['CONVOY_TEST_THROUGH_FIRST_BARRIER']
 if engine.worker_index == 1:
+  deadline = time.monotonic() + 120
+  while not os.path.exists(through) and time.monotonic() < deadline:
+    time.sleep(0.05)
   os._exit(0)  # Gone without a word, as after kill -9.
+open(through, 'w').close()
 time.sleep(2)
 try:
   engine.barrier()
@@ -143,8 +150,11 @@ except tf.errors.OpError as error:
 def test_a_timed_out_collective_that_names_nobody_still_names_the_dead_worker(tmp_path, helpers):
   from launch import local  # pylint: disable=g-import-not-at-top
   ports = local.free_ports(2)
+  through = tmp_path / 'worker-0-through-first-barrier'
   processes = [subprocess.Popen([sys.executable, '-c', _TIMED_OUT_PEER], cwd=helpers.repo,
-                                env=_worker_env(ports, i), stdout=subprocess.PIPE,
+                                env=dict(_worker_env(ports, i),
+                                         CONVOY_TEST_THROUGH_FIRST_BARRIER=str(through)),
+                                stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True) for i in range(2)]
   output = processes[0].communicate(timeout=180)[0]
   processes[1].wait(timeout=60)
