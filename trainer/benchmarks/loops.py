@@ -239,6 +239,24 @@ def make_plan(config, loops, steps, warmup_steps, eager_steps, repeats):
   return Plan(tuple(loops), steps, warmup_steps, eager_steps, repeats)
 
 
+def train_fresh_model(loop, config, engine, source, controller, schedule_steps):
+  """Trains a fresh model and optimizer (seeded) with `loop` until `controller.total_steps`.
+
+  The set-up is `train_and_evaluate`'s (allocator setting, seed, initial-state sync, data from step
+  0), without checkpoints, evaluation or logging: the `controller` gets each window and the end.
+  `schedule_steps` is the length of the learning-rate schedule.
+  """
+  memory.apply_malloc_setting(config.engine.malloc)  # As train_and_evaluate does.
+  tf_keras.backend.clear_session()
+  gc.collect()
+  tf_keras.utils.set_random_seed(config.seed)
+  model, optimizer, _ = experiment.create_model_and_optimizer(config, engine, source,
+                                                              schedule_steps)
+  engine.sync_initial_state(model, optimizer)  # As train_and_evaluate does (tf.distribute: no-op).
+  data = experiment.create_loop_data(config, engine, source)  # From step 0; eval is never run.
+  LOOPS[loop](config, engine, model, optimizer, data, controller)
+
+
 def measure_loop(loop, config, engine, source, plan):
   """Trains a fresh model with `loop` for warm-up + measured steps; returns (images/s, metrics).
 
@@ -253,18 +271,9 @@ def measure_loop(loop, config, engine, source, plan):
     A `LoopMeasurement`: the images/s over the measured steps, the train metrics of the last
     window, and the process's `StopwatchController.cpu_use` over the measured steps.
   """
-  memory.apply_malloc_setting(config.engine.malloc)  # As train_and_evaluate does.
-  tf_keras.backend.clear_session()
-  gc.collect()
-  tf_keras.utils.set_random_seed(config.seed)
-  # Same learning-rate schedule for every loop, whatever its number of steps.
-  schedule_steps = plan.warmup_steps + plan.steps
-  model, optimizer, _ = experiment.create_model_and_optimizer(config, engine, source,
-                                                              schedule_steps)
-  engine.sync_initial_state(model, optimizer)  # As train_and_evaluate does (tf.distribute: no-op).
   clock = StopwatchController(plan.warmup_steps + plan.measured_steps(loop), plan.warmup_steps)
-  data = experiment.create_loop_data(config, engine, source)  # From step 0; eval is never run.
-  LOOPS[loop](config, engine, model, optimizer, data, clock)
+  # Same learning-rate schedule for every loop, whatever its number of steps.
+  train_fresh_model(loop, config, engine, source, clock, plan.warmup_steps + plan.steps)
   return LoopMeasurement(
       clock.images_per_second(datasets.examples_per_step(config)), clock.train_metrics,
       clock.cpu_use(len(os.sched_getaffinity(0))))
