@@ -206,6 +206,13 @@ def validate_config(config):
   validation.validate(checked)
 
 
+def window_problems(config, **step_flags):
+  """A message per step flag (name=value) that is not a positive multiple of steps_per_loop."""
+  window = config.train.steps_per_loop
+  return [f'--{flag}={value}: must be a positive multiple of config.train.steps_per_loop={window}'
+          for flag, value in step_flags.items() if value <= 0 or value % window]
+
+
 def make_plan(config, loops, steps, warmup_steps, eager_steps, repeats):
   """Checks the benchmark flags against `config` and returns a `Plan`.
 
@@ -227,11 +234,8 @@ def make_plan(config, loops, steps, warmup_steps, eager_steps, repeats):
               for name in loops if name not in LOOPS]
   if not loops or len(set(loops)) != len(loops):
     problems.append(f'--loops={",".join(loops)}: give each loop at most once, at least one loop')
-  for flag, value in (('steps', steps), ('warmup_steps', warmup_steps),
-                      ('eager_steps', eager_steps)):
-    if value <= 0 or value % window:
-      problems.append(f'--{flag}={value}: must be a positive multiple of '
-                      f'config.train.steps_per_loop={window}')
+  problems += window_problems(config, steps=steps, warmup_steps=warmup_steps,
+                             eager_steps=eager_steps)
   if repeats <= 0:
     problems.append(f'--repeats={repeats}: must be positive')
   if problems:

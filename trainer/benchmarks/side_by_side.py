@@ -1,4 +1,4 @@
-"""What two pinned training processes lose by running side by side, with nothing shared between them.
+"""What two pinned training processes lose by running side by side, with nothing shared between.
 
     python -m trainer.benchmarks.side_by_side [--config=configs/default.py]
         [--config.FIELD=VALUE ...] [--rounds=10] [--phase_steps=100] [--warmup_steps=50]
@@ -49,6 +49,7 @@ from input_pipeline import datasets
 from input_pipeline import sources
 from trainer import engines
 from trainer import experiment
+from trainer.benchmarks import engines as engines_bench
 from trainer.benchmarks import loops as loops_bench
 from trainer.benchmarks import strategy_overhead
 
@@ -85,10 +86,7 @@ def phase_order(round_index):
 
 def benchmark_config(config):
   """`config` on the `default` engine (one device, no strategy, nothing communicated)."""
-  config = config.copy_and_resolve_references()
-  config.engine.name = 'default'
-  config.engine.num_replicas = 1
-  return config
+  return engines_bench.with_engine(config, 'default', 1)
 
 
 def make_plan(config, rounds, phase_steps, warmup_steps, cpus, usable_cpus):
@@ -97,12 +95,8 @@ def make_plan(config, rounds, phase_steps, warmup_steps, cpus, usable_cpus):
   Raises:
     ValueError: listing every invalid flag, with its value and what is allowed.
   """
-  window = config.train.steps_per_loop
-  problems = []
-  for flag, value in (('phase_steps', phase_steps), ('warmup_steps', warmup_steps)):
-    if value <= 0 or value % window:
-      problems.append(f'--{flag}={value}: must be a positive multiple of '
-                      f'config.train.steps_per_loop={window}')
+  problems = loops_bench.window_problems(config, phase_steps=phase_steps,
+                                         warmup_steps=warmup_steps)
   if rounds <= 0:
     problems.append(f'--rounds={rounds}: must be positive')
   cpus = tuple(cpus)
@@ -142,7 +136,8 @@ class PhaseController:
       self.reports.put(('ready', self.index, None))
     else:
       self.reports.put(('phase', self.index, {
-          'seconds': wall - self.start[0], 'cpu_busy': (cpu - self.start[1]) / (wall - self.start[0]),
+          'seconds': wall - self.start[0],
+          'cpu_busy': (cpu - self.start[1]) / (wall - self.start[0]),
           'train_loss': train_metrics.get('train_loss')}))
     if step < self.total_steps:
       self.commands.get()
