@@ -116,6 +116,22 @@ def test_sweep_small_config_defines_experiment_and_sweep():
   assert sweep.load_sweep_spec(os.path.join(REPO, 'configs', 'default.py')) == {}
 
 
+def test_sweep_resnet_cifar_config_is_resnet20_with_local_batch_norm_in_paired_rounds():
+  from configs import sweep_resnet_cifar  # pylint: disable=g-import-not-at-top
+  config = sweep_resnet_cifar.get_config()
+  assert (config.model.name, config.model.batch_norm, config.data.source) == (
+      'resnet_cifar', 'local', 'synthetic')
+  spec = sweep.load_sweep_spec(os.path.join(REPO, 'configs', 'sweep_resnet_cifar.py'))
+  plan = sweep.create_plan(settings(**spec), [], config, [0, 1])
+  runs = sweep.create_runs(plan, config, [])
+  # 2 engines x 2 loops x workers 1, 2, in 3 rounds; the windows fit the config's steps_per_loop.
+  assert len(runs) == 24
+  assert {(r.engine, r.loop, r.spec()['per_replica_batch_size']) for r in runs} == {
+      (e, l, 64) for e in ('horovod', 'multi_worker') for l in ('custom', 'fit')}
+  assert [r.workers for r in runs[:4]] == [1, 2, 1, 2]  # Round 1; round 2 reverses the order.
+  assert [r.workers for r in runs[8:10]] == [2, 1]
+
+
 # --- Runs -----------------------------------------------------------------------------------------
 
 
