@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from configs import default
+from configs import sweep_resnet_cifar
 from launch import sweep
 from trainer.benchmarks import report
 from trainer.benchmarks import scaling
@@ -117,7 +118,6 @@ def test_sweep_small_config_defines_experiment_and_sweep():
 
 
 def test_sweep_resnet_cifar_config_is_resnet20_with_local_batch_norm_in_paired_rounds():
-  from configs import sweep_resnet_cifar  # pylint: disable=g-import-not-at-top
   config = sweep_resnet_cifar.get_config()
   assert (config.model.name, config.model.batch_norm, config.data.source) == (
       'resnet_cifar', 'local', 'synthetic')
